@@ -1,0 +1,3 @@
+"""thinkrl: train language models to reason the way DeepSeek-R1 was trained."""
+
+__version__ = "0.1.0"

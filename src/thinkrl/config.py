@@ -1,0 +1,128 @@
+"""Typed configs: YAML files and `--set a.b=value` overrides validated by pydantic models.
+
+Every command has one config model (a `Config` subclass). A wrong field name or value
+becomes one `ConfigError` line that names the field and, for a typo, the closest valid name.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Iterable, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from thinkrl.errors import ConfigError
+
+C = TypeVar("C", bound="Config")
+
+
+class Config(BaseModel):
+    """Base for every config section: unknown fields are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, protected_namespaces=())
+
+
+def field_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """All dotted field names of a config model, nested sections included."""
+    paths = []
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        paths.append(path)
+        sub = info.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            paths.extend(field_paths(sub, prefix=f"{path}."))
+    return paths
+
+
+def _suggest(bad: str, valid: Iterable[str]) -> str:
+    match = difflib.get_close_matches(bad, list(valid), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _format_error(model: type[BaseModel], err: ValidationError) -> str:
+    first = err.errors()[0]
+    path = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"unknown config field '{path}'{_suggest(path, field_paths(model))}"
+    if not path:  # a check across fields (model validator): its message names them
+        return f"config: {first['msg'].removeprefix('Value error, ')}"
+    value = first.get("input")
+    shown = repr(value) if not isinstance(value, dict) else "a mapping"
+    return f"config field '{path}': {first['msg']} (got {shown})"
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b=1` -> (['a', 'b'], 1); the value is read as YAML so numbers, bools and lists work."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like section.field=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{item}' has no field name")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = data
+        for key in keys[:-1]:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = {}
+                node[key] = child
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path}{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(data).__name__}")
+    return data
+
+
+def build_config(model: type[C], data: dict[str, Any]) -> C:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(model, err)) from None
+
+
+def load_config(model: type[C], path: str | Path | None = None, overrides: Iterable[str] = ()) -> C:
+    """The resolved config: model defaults <- YAML file <- `--set` overrides."""
+    data = read_yaml(path) if path else {}
+    return build_config(model, apply_overrides(data, overrides))
+
+
+def to_yaml(config: BaseModel) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted name, default, description) for every leaf field: the body of `--help`."""
+    rows = []
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        sub = info.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            rows.extend(describe_fields(sub, prefix=f"{path}."))
+            continue
+        default = info.get_default(call_default_factory=True)
+        rows.append((path, repr(default), info.description or ""))
+    return rows

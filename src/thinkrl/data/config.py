@@ -1,0 +1,52 @@
+"""`DataConfig`: the section every command uses to name its prompts and how to render them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from thinkrl.config import Config
+
+PresetName = Literal["auto", "gsm8k", "math500", "aime", "amc", "humaneval", "none"]
+TemplateName = Literal["r1_zero", "r1_zero_short", "chat", "plain"]
+
+
+class DataConfig(Config):
+    """Where the prompts come from, which columns hold what, and the prompt template."""
+
+    path: str = Field(
+        "task:chain",
+        description="prompt source: a .jsonl/.json/.parquet file, a folder (save_to_disk or data files), "
+        "a Hugging Face dataset id, or task:NAME for a synthetic task (task:chain, task:countdown)",
+    )
+    preset: PresetName = Field(
+        "auto",
+        description="column layout of a known benchmark; auto detects it from the columns and the path, "
+        "none reads generic columns (prompt/question/problem, answer, id, tests, kind)",
+    )
+    split: str = Field("test", description="split to read from a folder or dataset holding several")
+    subset: str | None = Field(None, description="configuration name of a hub dataset (e.g. 'main' for openai/gsm8k)")
+    question_field: str | None = Field(None, description="column holding the question (overrides the preset)")
+    answer_field: str | None = Field(None, description="column holding the reference answer (overrides the preset)")
+    id_field: str | None = Field(None, description="column holding a row id (overrides the preset; default: row number)")
+    tests_field: str | None = Field(None, description="column holding test code for code prompts (overrides the preset)")
+    kind: str | None = Field(
+        None, description="grading kind for every row: math, code, general or a task name (overrides the preset)"
+    )
+    template: TemplateName = Field(
+        "r1_zero_short",
+        description="prompt template: r1_zero (the paper's), r1_zero_short (its last line, what the tiny model "
+        "knows), chat (the tokenizer's chat template), plain (the question as is)",
+    )
+    system_prompt: str | None = Field(None, description="system message (chat template) or text put before the prompt")
+    limit: int | None = Field(None, ge=1, description="keep at most this many examples (after shuffling)")
+    shuffle: bool = Field(False, description="shuffle the examples before applying limit")
+    seed: int = Field(0, description="seed of the shuffle")
+    on_bad_row: Literal["error", "skip"] = Field(
+        "error", description="a malformed row stops loading (error) or is skipped, counted and logged (skip)"
+    )
+    task_size: int = Field(256, ge=1, description="number of problems drawn from a task: source")
+    task_seed: int = Field(
+        1234, description="seed of a task: source; 1234 draws the held-out split, training uses other seeds"
+    )

@@ -1,0 +1,44 @@
+"""The rollout protocol: every engine (transformers, vLLM, an HTTP endpoint) turns
+prompts into completions the same way, so training and evaluation never care which."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample. `n` completions per prompt; temperature 0 means greedy."""
+
+    n: int = 1
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Completion:
+    """One sampled answer. Token ids are kept so training never re-tokenises text
+    (re-tokenising can change the ids and silently bias the ratio)."""
+
+    prompt_index: int
+    text: str
+    prompt_ids: list[int] = field(default_factory=list)
+    completion_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] | None = None
+    finish_reason: str = "stop"  # "stop" (eos or stop string) or "length" (truncated)
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
+class RolloutEngine(Protocol):
+    """Anything that can sample completions for a batch of already-templated prompts."""
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+        """Return len(prompts) * params.n completions, grouped by prompt in order."""
+        ...

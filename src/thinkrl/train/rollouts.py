@@ -1,0 +1,78 @@
+"""One GRPO rollout: sample G completions per prompt, score them, turn scores into advantages.
+
+Dynamic sampling (DAPO) lives here too: groups whose rewards all agree carry no learning
+signal, so they can be dropped and replaced by fresh prompts.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import torch
+
+from thinkrl.algos import group_advantages
+from thinkrl.data.example import Example
+from thinkrl.rewards import RewardScores, RewardTerm, score_completions
+from thinkrl.rollout.base import Completion, RolloutEngine, SamplingParams
+
+
+@dataclass
+class Rollout:
+    """A rollout batch, group by group: completions[i*G:(i+1)*G] answer examples[i]."""
+
+    examples: list[Example]
+    completions: list[Completion]
+    rewards: torch.Tensor  # [B] total reward (after any control shuffle)
+    advantages: torch.Tensor  # [B]
+    scores: RewardScores
+    group_size: int
+    groups_sampled: int = 0  # groups generated, including those dynamic sampling dropped
+    zero_variance_groups: int = 0  # among the groups sampled
+    generated_tokens: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class PromptOrder:
+    """A reproducible stream of prompt indices: epoch e is a permutation seeded by (seed, e),
+    so step s always sees the same prompts, whether or not the run was resumed."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size = size
+        self.seed = seed
+
+    def take(self, start: int, count: int) -> list[int]:
+        out = []
+        for position in range(start, start + count):
+            epoch, offset = divmod(position, self.size)
+            out.append(self._permutation(epoch)[offset])
+        return out
+
+    def _permutation(self, epoch: int) -> list[int]:
+        if getattr(self, "_cached_epoch", None) != epoch:
+            order = list(range(self.size))
+            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+            self._cached_epoch, self._cached = epoch, order
+        return self._cached
+
+
+def sample_and_score(engine: RolloutEngine, prompts: list[str], examples: list[Example], params: SamplingParams,
+                     terms: list[RewardTerm], reward_workers: int) -> tuple[list[Completion], RewardScores]:
+    completions = engine.generate(prompts, params)
+    repeated = [examples[c.prompt_index] for c in completions]
+    scores = score_completions([c.text for c in completions], repeated, terms, workers=reward_workers)
+    return completions, scores
+
+
+def shuffle_within_groups(rewards: torch.Tensor, group_size: int, generator: torch.Generator) -> torch.Tensor:
+    """The control run: same reward values, assigned to random members of their group, so any
+    gain it shows is not the reward's doing."""
+    groups = rewards.view(-1, group_size)
+    perms = torch.stack([torch.randperm(group_size, generator=generator) for _ in range(groups.shape[0])])
+    return torch.gather(groups, 1, perms).reshape(-1)
+
+
+def zero_variance(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """[num_groups] bool: True where every completion of the group got the same reward."""
+    groups = rewards.view(-1, group_size)
+    return (groups.max(dim=1).values - groups.min(dim=1).values).abs() < 1e-9
