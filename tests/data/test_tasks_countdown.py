@@ -29,7 +29,7 @@ def test_scratchpad_steps_are_true_and_end_at_the_target():
         steps = countdown.scratchpad(ex).split(" ")
         for step in steps:
             left, result = step.split("=")
-            a, op, b = next((left.partition(o) for o in "+-*/" if o in left))
+            a, op, b = next(left.partition(o) for o in "+-*/" if o in left)
             assert {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b),
                     "/": int(a) / int(b)}[op] == int(result)
         assert int(steps[-1].split("=")[1]) == ex.meta["target"]
@@ -68,6 +68,6 @@ def test_missing_meta_is_a_wrong_answer_not_a_crash():
 
 
 def test_heldout_split_is_disjoint():
-    key = lambda e: (tuple(sorted(e.meta["numbers"])), e.meta["target"])  # noqa: E731
+    key = lambda e: (tuple(sorted(e.meta["numbers"])), e.meta["target"])
     heldout = {key(e) for e in countdown.generate(200, seed=HELDOUT_SEED)}
     assert heldout.isdisjoint(key(e) for e in countdown.generate(2000, seed=0))

@@ -15,8 +15,8 @@ from thinkrl.errors import ConfigError
 from thinkrl.tiny.build import build_tiny, checkpoint_dir, is_built, run_tiny
 from thinkrl.tiny.config import TinyConfig
 
-QUICK = dict(steps=12, batch_size=8, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
-             gate_problems=10, gate_samples=1, extra_rounds=1, extra_steps=3)
+QUICK = {"steps": 12, "batch_size": 8, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
+             "gate_problems": 10, "gate_samples": 1, "extra_rounds": 1, "extra_steps": 3}
 
 
 def quick(folder, **kw) -> TinyConfig:

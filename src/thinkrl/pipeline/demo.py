@@ -24,6 +24,7 @@ from thinkrl.eval.config import EvalSettings
 from thinkrl.eval.evaluate import EvalMetrics, evaluate
 from thinkrl.eval.report import write_results
 from thinkrl.models import load_model, load_tokenizer
+from thinkrl.rewards import RewardTerm
 from thinkrl.rollout.transformers_engine import TransformersEngine
 from thinkrl.train.config import AlgoConfig, GRPOConfig, ModelConfig, OptimConfig, RolloutConfig, RunConfig
 from thinkrl.train.grpo import train_grpo
@@ -32,13 +33,17 @@ TEMPLATE = "r1_zero_short"  # the tiny character-level model was pretrained on t
 
 
 class DemoConfig(Config):
-    model: str = Field("thinkrl/tiny", description="base model (the tiny default is built on first use)")
+    model: str = Field("thinkrl/tiny", description="base model; thinkrl/tiny (the default, built on first use) "
+                       "becomes thinkrl/tiny@SEED so every seed also has its own base")
     task: str = Field("chain", description="synthetic task to train and evaluate on")
     seed: int = Field(0, description="RL seed (data order, sampling)")
     steps: int = Field(60, ge=1, description="GRPO steps")
     prompts_per_step: int = Field(16, ge=1, description="prompts per step")
     group_size: int = Field(8, ge=2, description="completions per prompt")
-    lr: float = Field(3e-4, gt=0, description="learning rate")
+    lr: float = Field(1.5e-4, gt=0, description="learning rate")
+    beta: float = Field(0.001, ge=0, description="KL coefficient to the base (the paper's 0.001; 0 loads no reference)")
+    temperature: float = Field(1.0, gt=0, description="rollout temperature during training")
+    format_weight: float = Field(0.5, ge=0, description="weight of the format reward (accuracy has weight 1)")
     max_new_tokens: int = Field(64, ge=1, description="completion cap during training and eval")
     control: Literal["none", "shuffle"] = Field("none", description="shuffle: rewards permuted within groups (must not learn)")
     eval_size: int = Field(128, ge=1, description="held-out problems evaluated before and after")
@@ -47,14 +52,19 @@ class DemoConfig(Config):
     torch_threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
 
 
+def base_model(cfg: DemoConfig) -> str:
+    return f"thinkrl/tiny@{cfg.seed}" if cfg.model == "thinkrl/tiny" else cfg.model
+
+
 def grpo_config(cfg: DemoConfig) -> GRPOConfig:
     return GRPOConfig(
-        model=ModelConfig(name=cfg.model),
+        model=ModelConfig(name=base_model(cfg)),
         data=DataConfig(path=f"task:{cfg.task}", template=TEMPLATE, task_seed=cfg.seed + 1, task_size=4096),
         rollout=RolloutConfig(prompts_per_step=cfg.prompts_per_step, group_size=cfg.group_size,
-                              max_new_tokens=cfg.max_new_tokens, temperature=1.0),
-        algo=AlgoConfig(beta=0.0, control=cfg.control),
+                              max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature),
+        algo=AlgoConfig(beta=cfg.beta, control=cfg.control),
         optim=OptimConfig(lr=cfg.lr, micro_batch_size=64),
+        rewards=[RewardTerm(name="accuracy", weight=1.0), RewardTerm(name="format_r1_zero", weight=cfg.format_weight)],
         run=RunConfig(output_dir=str(Path(cfg.output_dir) / "train"), steps=cfg.steps, seed=cfg.seed,
                       save_every=max(cfg.steps // 3, 1), sample_every=max(cfg.steps // 6, 1),
                       torch_threads=cfg.torch_threads),
@@ -71,7 +81,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     settings = EvalSettings(k=cfg.eval_k, max_new_tokens=cfg.max_new_tokens, batch_size=256)
 
     console.rule("[bold]1. the base model")
-    before = _evaluate(cfg.model, held_out, settings, out / "eval_before")
+    before = _evaluate(base_model(cfg), held_out, settings, out / "eval_before")
     console.rule(f"[bold]2. R1-Zero GRPO, {cfg.steps} steps" + (" (control: shuffled rewards)" if cfg.control != "none" else ""))
     result = train_grpo(grpo_config(cfg))
     console.rule("[bold]3. the trained model")

@@ -65,22 +65,37 @@ _STEP = re.compile(r"(\d+)([-+*/])(\d+)=(\d+)")
 
 def noisy_reasoning(reasoning: str, rng: random.Random) -> tuple[str, str]:
     """The scratchpad with one step's result off by a little, carried through the later
-    steps (each still computed correctly from the slipped value); returns (text, answer)."""
+    steps (each still computed correctly from the slipped value, never going negative or
+    dividing unevenly); returns (text, answer)."""
     steps = reasoning.split(" ")
     parsed = [_STEP.fullmatch(step) for step in steps]
     if not all(parsed):
         return reasoning, str(rng.randint(0, 99))
-    i = rng.randrange(len(steps))
-    value = max(0, int(parsed[i].group(4)) + rng.choice([-1, 1]) * rng.randint(1, 10))
-    out = steps[:i] + [steps[i].rpartition("=")[0] + f"={value}"]
-    for match in parsed[i + 1:]:
-        op, operand = match.group(2), int(match.group(3))
-        if op == "/" and (operand == 0 or value % operand):
-            break  # the slip makes the rest impossible: stop there, answering what we have
-        new = {"+": value + operand, "-": value - operand, "*": value * operand}.get(op, value // max(operand, 1))
-        out.append(f"{value}{op}{operand}={new}")
-        value = new
-    return " ".join(out), str(value)
+    for attempt in range(20):
+        i = rng.randrange(len(steps)) if attempt < 19 else len(steps) - 1  # a last-step slip always works
+        right = int(parsed[i].group(4))
+        value = right + (rng.choice([-1, 1]) if attempt < 19 else 1) * rng.randint(1, 10)
+        if value < 0 or value == right:
+            continue
+        out = steps[:i] + [steps[i].rpartition("=")[0] + f"={value}"]
+        for match in parsed[i + 1:]:
+            op, operand = match.group(2), int(match.group(3))
+            new = _apply(value, op, operand)
+            if new is None:
+                break
+            out.append(f"{value}{op}{operand}={new}")
+            value = new
+        else:
+            return " ".join(out), str(value)
+    raise AssertionError("unreachable: a last-step slip upwards is always valid")
+
+
+def _apply(value: int, op: str, operand: int) -> int | None:
+    """`value op operand` when it is a non-negative integer, else None."""
+    if op == "/":
+        return value // operand if operand and value % operand == 0 else None
+    new = {"+": value + operand, "-": value - operand, "*": value * operand}[op]
+    return new if new >= 0 else None
 
 
 def completion(task: Task, example: Example, rng: random.Random, mix: CorpusMix) -> str:

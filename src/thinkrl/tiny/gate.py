@@ -44,8 +44,8 @@ class GateReport:
             f"held-out {self.task} problems (seed {HELDOUT_SEED}): {self.problems}",
             f"greedy accuracy:          {self.greedy_accuracy:.3f} (thinks {self.greedy_think_rate:.0%})",
             f"forced-scratchpad acc.:   {self.forced_think_accuracy:.3f}",
-            f"sampled (T={self.sampled_temperature}) accuracy: {self.sampled_accuracy:.3f} "
-            f"(thinks {self.sampled_think_rate:.0%})",
+            (f"sampled (T={self.sampled_temperature}) accuracy: {self.sampled_accuracy:.3f} "
+             f"(thinks {self.sampled_think_rate:.0%})"),
             f"gate: {'passed' if self.passed else 'NOT passed'}",
         ]
 

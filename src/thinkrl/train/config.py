@@ -39,7 +39,8 @@ class RolloutConfig(Config):
     temperature: float = Field(1.0, gt=0, description="rollout temperature (paper: 1.0)")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling for rollouts")
     batch_size: int = Field(256, ge=1, description="sequences per generate call")
-    reward_workers: int = Field(0, ge=0, description="worker processes for reward scoring (0: in-process; use >0 for math/code)")
+    reward_workers: int = Field(2, ge=0, description="worker processes for rewards that parse untrusted output "
+                                "(math, code), each call time-bounded; cheap checks run inline; 0: all in-process")
 
 
 class AlgoConfig(Config):

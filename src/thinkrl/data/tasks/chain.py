@@ -54,7 +54,7 @@ def parse_int_answer(answer: str) -> int | None:
     if not isinstance(answer, str) or len(answer) > 64:
         return None
     text = answer.strip()
-    text = text[:-1] if text.endswith(".") else text
+    text = text.removesuffix(".")
     if not _INT.fullmatch(text):
         return None
     return int(float(text)) if "." in text else int(text)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from thinkrl.data.tasks.split import allowed_for_seed
 from thinkrl.errors import DataError
