@@ -105,7 +105,7 @@ def read_file_rows(path: Path) -> Iterator[Located]:
     """Rows of one data file, chosen by its suffix."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        return _jsonl_rows(path)
+        return jsonl_rows(path)
     if suffix == ".json":
         return _json_rows(path)
     if suffix == ".parquet":
@@ -113,8 +113,9 @@ def read_file_rows(path: Path) -> Iterator[Located]:
     raise DataError(f"{path}: unsupported data file type '{suffix}'; use one of {', '.join(DATA_SUFFIXES)}")
 
 
-def _jsonl_rows(path: Path) -> Iterator[Located]:
-    with open(path, encoding="utf-8") as handle:
+def jsonl_rows(path: Path) -> Iterator[Located]:
+    """(`file:line`, row dict or the RowError saying why the line is not one), blank lines skipped."""
+    with open(path, encoding="utf-8", errors="replace") as handle:  # bad bytes: a row error, not a crash
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -138,7 +139,7 @@ def _json_rows(path: Path) -> Iterator[Located]:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         if err.msg == "Extra data":  # one object per line under a .json name
-            return _jsonl_rows(path)
+            return jsonl_rows(path)
         raise DataError(f"{path}:{err.lineno}: bad JSON ({err.msg})") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]

@@ -18,6 +18,8 @@ from rich.table import Table
 
 from thinkrl.config import Config
 from thinkrl.data.example import Example
+from thinkrl.data.loaders import jsonl_rows
+from thinkrl.data.presets import RowError
 from thinkrl.errors import ConfigError, DataError
 from thinkrl.rewards.scoring import RewardScores, score_completions
 from thinkrl.rewards.spec import RewardTerm, r1_zero_spec
@@ -62,24 +64,16 @@ def read_rows(cfg: RewardCommandConfig) -> tuple[list[dict[str, Any]], list[str]
     if not path.is_file():
         raise DataError(f"input file not found: {path}")
     rows, completions, examples = [], [], []
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: each row must be a JSON object")
-            if cfg.completion_field not in row:
-                raise DataError(f"{where}: no '{cfg.completion_field}' field (set completion_field)")
-            rows.append(row)
-            completions.append(str(row[cfg.completion_field] or ""))
-            examples.append(_example(row, cfg, where))
-            if cfg.limit and len(rows) >= cfg.limit:
-                break
+    for where, row in jsonl_rows(path):
+        if isinstance(row, RowError):
+            raise DataError(f"{where}: {row}")
+        if cfg.completion_field not in row:
+            raise DataError(f"{where}: no '{cfg.completion_field}' field (set completion_field)")
+        rows.append(row)
+        completions.append(str(row[cfg.completion_field] or ""))
+        examples.append(_example(row, cfg, where))
+        if cfg.limit and len(rows) >= cfg.limit:
+            break
     return rows, completions, examples
 
 
