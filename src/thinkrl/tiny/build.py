@@ -117,8 +117,7 @@ def _build_into(cfg: TinyConfig, folder: Path, progress: bool) -> GateReport:
     model = LlamaForCausalLM(_model_config(cfg, tokenizer))
     task = get_task(cfg.task)
     mix = CorpusMix(direct=cfg.direct_share, noisy_think=cfg.noisy_share, direct_correct=cfg.direct_correct)
-    total = cfg.steps + cfg.extra_rounds * cfg.extra_steps
-    with _progress_bar(progress, total) as on_step:
+    with _progress_bar(progress, cfg.steps) as on_step:  # grows when an extra round starts
         pretrain(model, tokenizer, pretraining_corpus(task, cfg, mix), cfg.batch_size, cfg.lr, cfg.warmup_steps, on_step)
         report = _gate(model, tokenizer, cfg)
         for round_ in range(1, cfg.extra_rounds + 1):
@@ -251,4 +250,11 @@ def _progress_bar(show: bool, total: int) -> Iterator[StepCallback]:
     columns = (TextColumn("[bold]tiny"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
         task = bar.add_task("pretrain", total=total, info="")
-        yield lambda done, steps, loss: bar.update(task, advance=1, info=f"loss {loss:.3f}")
+
+        def on_step(done: int, steps: int, loss: float) -> None:
+            state = bar.tasks[0]
+            if done == 1 and state.completed >= (state.total or 0):  # an extra round begins
+                bar.update(task, total=state.completed + steps)
+            bar.update(task, advance=1, info=f"loss {loss:.3f}")
+
+        yield on_step
