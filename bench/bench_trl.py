@@ -163,7 +163,8 @@ def main() -> None:
                 print(f"  thinkrl: {a['step_s']:.2f} s/step, {a['gen_share']:.0%} in generation, {a['tokens_per_s']:.0f} gen tokens/s")
                 print(f"  TRL    : {b['step_s']:.2f} s/step, {b['gen_share']:.0%} in generation, {b['tokens_per_s']:.0f} gen tokens/s")
                 print(f"  ratio  : steps/s thinkrl/TRL = {b['step_s'] / a['step_s']:.2f}x, "
-                      f"generation tokens/s thinkrl/TRL = {a['tokens_per_s'] / b['tokens_per_s']:.2f}x")
+                      f"generation tokens/s thinkrl/TRL = {a['tokens_per_s'] / b['tokens_per_s']:.2f}x "
+                      "(both sample until the longest row ends, so longer samples raise tokens/s)")
 
 
 if __name__ == "__main__":
