@@ -23,8 +23,8 @@ from thinkrl.data.loaders import load_examples
 from thinkrl.eval.config import EvalSettings
 from thinkrl.eval.evaluate import EvalMetrics, evaluate
 from thinkrl.eval.report import write_results
-from thinkrl.models import load_model, load_tokenizer
-from thinkrl.rewards import RewardTerm
+from thinkrl.models import TINY_NAME, load_model, load_tokenizer
+from thinkrl.rewards import r1_zero_spec
 from thinkrl.rollout.transformers_engine import TransformersEngine
 from thinkrl.train.config import AlgoConfig, GRPOConfig, ModelConfig, OptimConfig, RolloutConfig, RunConfig
 from thinkrl.train.grpo import train_grpo
@@ -53,7 +53,7 @@ class DemoConfig(Config):
 
 
 def base_model(cfg: DemoConfig) -> str:
-    return f"thinkrl/tiny@{cfg.seed}" if cfg.model == "thinkrl/tiny" else cfg.model
+    return f"{TINY_NAME}@{cfg.seed}" if cfg.model == TINY_NAME else cfg.model
 
 
 def grpo_config(cfg: DemoConfig) -> GRPOConfig:
@@ -64,7 +64,7 @@ def grpo_config(cfg: DemoConfig) -> GRPOConfig:
                               max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature),
         algo=AlgoConfig(beta=cfg.beta, control=cfg.control),
         optim=OptimConfig(lr=cfg.lr, micro_batch_size=64),
-        rewards=[RewardTerm(name="accuracy", weight=1.0), RewardTerm(name="format_r1_zero", weight=cfg.format_weight)],
+        rewards=r1_zero_spec(cfg.format_weight),
         run=RunConfig(output_dir=str(Path(cfg.output_dir) / "train"), steps=cfg.steps, seed=cfg.seed,
                       save_every=max(cfg.steps // 3, 1), sample_every=max(cfg.steps // 6, 1),
                       torch_threads=cfg.torch_threads),

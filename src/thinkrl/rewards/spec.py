@@ -17,6 +17,6 @@ class RewardTerm(Config):
     options: dict[str, Any] = Field(default_factory=dict, description="keyword options passed to the reward (e.g. partial, answer_mode, language, max_len)")
 
 
-def r1_zero_spec() -> list[RewardTerm]:
+def r1_zero_spec(format_weight: float = 0.5) -> list[RewardTerm]:
     """R1-Zero's rule rewards: accuracy plus a smaller format bonus."""
-    return [RewardTerm(name="accuracy", weight=1.0), RewardTerm(name="format_r1_zero", weight=0.5)]
+    return [RewardTerm(name="accuracy", weight=1.0), RewardTerm(name="format_r1_zero", weight=format_weight)]

@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 
 from thinkrl.config import Config
 from thinkrl.data.config import DataConfig
-from thinkrl.rewards import RewardTerm
+from thinkrl.rewards import RewardTerm, r1_zero_spec
 
 
 class LoraConfig(Config):
@@ -78,17 +78,13 @@ class RunConfig(Config):
     plot: bool = Field(True, description="write PNG plots of the metrics at the end")
 
 
-def r1_zero_rewards() -> list[RewardTerm]:
-    return [RewardTerm(name="accuracy", weight=1.0), RewardTerm(name="format_r1_zero", weight=0.5)]
-
-
 class GRPOConfig(Config):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig(task_seed=0, task_size=4096)
     rollout: RolloutConfig = RolloutConfig()
     algo: AlgoConfig = AlgoConfig()
     optim: OptimConfig = OptimConfig()
-    rewards: list[RewardTerm] = Field(default_factory=r1_zero_rewards, description="reward terms, summed with weights")
+    rewards: list[RewardTerm] = Field(default_factory=r1_zero_spec, description="reward terms, summed with weights")
     run: RunConfig = RunConfig()
     resume: bool = Field(False, description="continue from the last checkpoint in run.output_dir")
 
