@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.thinkrl-installed
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo demo-full test test-fast bench clean
 
 install: $(STAMP)
 
@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/thinkrl demo
+
+demo-full: $(STAMP)
+	$(VENV)/bin/thinkrl demo --set full=true
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15

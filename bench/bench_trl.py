@@ -59,7 +59,7 @@ def prompts() -> list[str]:
 
 def run_thinkrl(model_dir: Path, steps: int, work: Path) -> list[dict]:
     """Per-step timings from thinkrl's own metrics.jsonl (generation + scoring + update)."""
-    from thinkrl.rewards import RewardResult, RewardTerm, register
+    from thinkrl.rewards import RewardResult, register
     from thinkrl.train.config import GRPOConfig
     from thinkrl.train.grpo import train_grpo
     from thinkrl.train.tracking import read_metrics

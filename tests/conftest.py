@@ -37,3 +37,34 @@ def _one_torch_thread():
         torch.set_num_threads(1)
     except ImportError:
         pass
+
+
+def build_tiny_random_model(folder: Path, arch: str = "llama") -> Path:
+    """A random 2-layer model (Llama or Qwen2 architecture) with the tiny char tokenizer,
+    saved as an ordinary Hugging Face checkpoint in `folder`."""
+    import torch
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    from thinkrl.tiny.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[arch]
+    config = config_cls(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id)
+    model_cls(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_random_model(tmp_path_factory) -> Path:
+    """A random tiny Llama checkpoint folder (char tokenizer), made once per test session."""
+    return build_tiny_random_model(tmp_path_factory.mktemp("tiny-random"))

@@ -3,58 +3,18 @@ the work lives in the modules each command names (cli holds no logic)."""
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
 
+from thinkrl.commands import COMMANDS, Command
 from thinkrl.config import Config, describe_fields, load_config, to_yaml
 from thinkrl.errors import ThinkrlError
 
 console = Console(stderr=True)
-
-
-@dataclass(frozen=True)
-class Command:
-    """A subcommand: its config model and its entry point, as 'module:attribute' (imported lazily
-    so `thinkrl --help` stays fast and a missing optional extra breaks only its own command)."""
-
-    name: str
-    summary: str
-    config: str
-    run: str
-
-    def config_model(self) -> type[Config]:
-        return _import(self.config)
-
-    def runner(self) -> Callable[[Any], Any]:
-        return _import(self.run)
-
-
-COMMANDS = [
-    Command("tiny", "Build (once) and cache the tiny default model and tokenizer.",
-            "thinkrl.tiny.config:TinyConfig", "thinkrl.tiny.build:run_tiny"),
-    Command("eval", "Evaluate a checkpoint on a prompt set: pass@1 over k, cons@k, format rate, length.",
-            "thinkrl.eval.config:EvalConfig", "thinkrl.eval.run:run_eval"),
-    Command("grpo", "GRPO training on any model and prompt set (generate -> score -> advantages -> update).",
-            "thinkrl.train.config:GRPOConfig", "thinkrl.train.grpo:train_grpo"),
-    Command("zero", "R1-Zero: GRPO from a base model with the R1-Zero template and rule rewards only.",
-            "thinkrl.pipeline.zero:ZeroConfig", "thinkrl.pipeline.zero:run_zero"),
-    Command("demo", "The demo: R1-Zero on the tiny default, evaluated before and after, with plots.",
-            "thinkrl.pipeline.demo:DemoConfig", "thinkrl.pipeline.demo:run_demo"),
-    Command("reward", "Score a jsonl of completions with a reward spec; write rewards and reasons.",
-            "thinkrl.rewards.command:RewardCommandConfig", "thinkrl.rewards.command:run_reward"),
-]
-
-
-def _import(target: str) -> Any:
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def _available() -> list[Command]:
@@ -97,16 +57,38 @@ app.add_typer(config_app, name="config")
 def _register(cmd: Command) -> None:
     model = cmd.config_model()
 
-    def run(config: Optional[Path], overrides: list[str]) -> None:
+    def run(config: Path | None, overrides: list[str], dry_run: dict | None = None) -> None:
         try:
-            cmd.runner()(load_config(model, config, overrides))
+            _quiet_loading_bars()
+            cfg = load_config(model, config, overrides)
+            if dry_run is not None:
+                from thinkrl.train.dry_run import dry_run_for_grpo, print_dry_run
+
+                print_dry_run(dry_run_for_grpo(cfg, **dry_run))
+                return
+            cmd.runner()(cfg)
         except ThinkrlError as exc:
             _fail(exc)
 
-    if "resume" in model.model_fields:
+    if _trains_with_grpo(model):
 
         def command(
-            config: Optional[Path] = typer.Argument(None, help="YAML config file (optional)."),
+            config: Path | None = typer.Argument(None, help="YAML config file (optional)."),
+            set_: list[str] = typer.Option([], "--set", "-s", help="Override a field: section.field=value (repeatable)."),
+            resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in the run folder."),
+            dry_run: bool = typer.Option(False, "--dry-run", help="Resolve the config, build the model on the meta "
+                                         "device and print memory estimates; load no weights, train nothing."),
+            gpus: int = typer.Option(1, "--gpus", help="Dry run: GPUs the run would use."),
+            zero_stage: int = typer.Option(0, "--zero-stage", min=0, max=3, help="Dry run: DeepSpeed ZeRO stage (0: DDP)."),
+            gpu_memory_gib: float = typer.Option(80.0, "--gpu-memory-gib", help="Dry run: memory of one GPU."),
+        ) -> None:
+            launch = {"num_gpus": gpus, "zero_stage": zero_stage, "gpu_memory_gib": gpu_memory_gib}
+            run(config, list(set_) + (["resume=true"] if resume else []), launch if dry_run else None)
+
+    elif "resume" in model.model_fields:
+
+        def command(
+            config: Path | None = typer.Argument(None, help="YAML config file (optional)."),
             set_: list[str] = typer.Option([], "--set", "-s", help="Override a field: section.field=value (repeatable)."),
             resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in the run folder."),
         ) -> None:
@@ -115,7 +97,7 @@ def _register(cmd: Command) -> None:
     else:
 
         def command(
-            config: Optional[Path] = typer.Argument(None, help="YAML config file (optional)."),
+            config: Path | None = typer.Argument(None, help="YAML config file (optional)."),
             set_: list[str] = typer.Option([], "--set", "-s", help="Override a field: section.field=value (repeatable)."),
         ) -> None:
             run(config, list(set_))
@@ -124,10 +106,24 @@ def _register(cmd: Command) -> None:
     app.command(name=cmd.name)(command)
 
 
+def _quiet_loading_bars() -> None:
+    """transformers draws a bar for every checkpoint it loads or writes; a pipeline loads
+    dozens, and thinkrl's own bars already say where the run is."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def _trains_with_grpo(model: type[Config]) -> bool:
+    from thinkrl.train.config import GRPOConfig
+
+    return issubclass(model, GRPOConfig)
+
+
 @config_app.command("show")
 def config_show(
     command: str = typer.Argument(..., help="Subcommand whose resolved config to print."),
-    config: Optional[Path] = typer.Argument(None, help="YAML config file (optional)."),
+    config: Path | None = typer.Argument(None, help="YAML config file (optional)."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a field: section.field=value."),
 ) -> None:
     """Print the resolved config of a command (defaults <- file <- overrides) as YAML."""

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Iterable
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -99,9 +100,33 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def build_config(model: type[C], data: dict[str, Any]) -> C:
     try:
-        return model.model_validate(data)
+        return model.model_validate(with_section_defaults(model, data))
     except ValidationError as err:
         raise ConfigError(_format_error(model, err)) from None
+
+
+def with_section_defaults(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with every section the model defaults to an *instance* (ZeroConfig's
+    `rollout = RolloutConfig(group_size=16)`) filled in from that instance. Pydantic would
+    build a section given as a dict from its class defaults, so `--set rollout.top_p=0.9`
+    would silently reset the group size to the class default."""
+    out = dict(data)
+    for name, info in model.model_fields.items():
+        default, given = info.default, out.get(name)
+        if isinstance(default, BaseModel) and isinstance(given, dict):
+            out[name] = _merge(default.model_dump(), with_section_defaults(type(default), given))
+        elif isinstance(given, dict):
+            sub = info.annotation
+            if isinstance(sub, type) and issubclass(sub, BaseModel):
+                out[name] = with_section_defaults(sub, given)
+    return out
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
 
 
 def load_config(model: type[C], path: str | Path | None = None, overrides: Iterable[str] = ()) -> C:
@@ -114,15 +139,18 @@ def to_yaml(config: BaseModel) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
-def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted name, default, description) for every leaf field: the body of `--help`."""
+def describe_fields(model: type[BaseModel], prefix: str = "", defaults: BaseModel | None = None
+                    ) -> list[tuple[str, str, str]]:
+    """(dotted name, default, description) for every leaf field: the body of `--help`.
+    A section's defaults are those of the instance its parent defaults to, if it has one."""
     rows = []
     for name, info in model.model_fields.items():
         path = f"{prefix}{name}"
         sub = info.annotation
+        own = getattr(defaults, name) if defaults is not None else info.get_default(call_default_factory=True)
         if isinstance(sub, type) and issubclass(sub, BaseModel):
-            rows.extend(describe_fields(sub, prefix=f"{path}."))
+            rows.extend(describe_fields(sub, prefix=f"{path}.", defaults=own if isinstance(own, BaseModel) else None))
             continue
-        default = info.get_default(call_default_factory=True)
+        default = own
         rows.append((path, repr(default), info.description or ""))
     return rows

@@ -80,3 +80,14 @@ def test_yaml_round_trip_and_help_rows():
     rows = {path: (default, doc) for path, default, doc in describe_fields(Train)}
     assert rows["optim.lr"] == ("0.0003", "learning rate")
     assert "optim" in field_paths(Train) and "optim.schedule" in field_paths(Train)
+
+
+def test_overriding_one_field_keeps_the_commands_own_section_defaults():
+    """ZeroConfig defaults its sections to instances (group 16, the R1-Zero template, the
+    training split); setting another field of the section must not reset them."""
+    from thinkrl.pipeline.zero import ZeroConfig
+
+    cfg = load_config(ZeroConfig, None, ["rollout.top_p=0.9", "data.limit=4", "run.steps=3"])
+    assert (cfg.rollout.group_size, cfg.rollout.top_p) == (16, 0.9)
+    assert (cfg.data.template, cfg.data.task_seed, cfg.data.limit) == ("r1_zero", 0, 4)
+    assert (cfg.run.output_dir, cfg.run.steps) == ("runs/zero", 3)

@@ -13,15 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 from thinkrl.config import load_config
 from thinkrl.data.loaders import load_examples
 from thinkrl.data.templates import render_prompt
 from thinkrl.errors import ConfigError
-from thinkrl.rewards import RewardResult, RewardTerm, register
+from thinkrl.rewards import RewardResult, register
 from thinkrl.rollout.transformers_engine import TransformersEngine
-from thinkrl.tiny.tokenizer import build_tokenizer
 from thinkrl.train.config import GRPOConfig
 from thinkrl.train.grpo import collect_rollout, train_grpo, update_policy
 from thinkrl.train.model_setup import build_optimizer, load_policy
@@ -35,20 +34,6 @@ def count_sevens(completion: str, example, **options) -> RewardResult:
     """A test reward with variance even for a random model: the share of '7's written."""
     share = completion.count("7") / max(len(completion), 1)
     return RewardResult(score=share, reason="some" if share else "none")
-
-
-@pytest.fixture(scope="module")
-def tiny_random_model(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-random")
-    tokenizer = build_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def small_config(model_dir: Path, run_dir: Path, *overrides: str) -> GRPOConfig:

@@ -50,3 +50,19 @@ class DataConfig(Config):
     task_seed: int = Field(
         1234, description="seed of a task: source; 1234 draws the held-out split, training uses other seeds"
     )
+
+
+class TrainDataConfig(DataConfig):
+    """The prompt section of training commands: task prompts default to a training split.
+    (A section given in YAML or with --set is built from its class defaults, so a default
+    *instance* such as DataConfig(task_seed=0) would silently fall back to the held-out split.)"""
+
+    task_seed: int = Field(0, description="seed of a task: source; training uses seeds other than 1234 "
+                           "(the held-out split the evaluations use)")
+    task_size: int = Field(4096, ge=1, description="number of problems drawn from a task: source")
+
+
+class ZeroDataConfig(TrainDataConfig):
+    """R1-Zero's prompts: the paper's template."""
+
+    template: TemplateName = Field("r1_zero", description="prompt template (R1-Zero: the paper's)")

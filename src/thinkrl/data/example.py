@@ -35,7 +35,7 @@ class Example:
         }
 
     @classmethod
-    def from_dict(cls, row: dict[str, Any]) -> "Example":
+    def from_dict(cls, row: dict[str, Any]) -> Example:
         return cls(
             prompt=row["prompt"],
             answer=row.get("answer"),

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping, NoReturn
+from typing import Any, NoReturn
+from collections.abc import Callable, Mapping
 
 from thinkrl.data.example import Example
 

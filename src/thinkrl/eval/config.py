@@ -34,6 +34,8 @@ class EvalSettings(Config):
     prefill: str = Field("", description="text appended to every prompt, e.g. '<think>' to force the scratchpad")
     answer_reward: str = Field("accuracy", description="reward (registry name) that decides correctness")
     format_reward: str = Field("format_r1_zero", description="reward (registry name) that decides format compliance")
+    language_reward: str = Field("language_consistency", description="reward (registry name) that measures "
+                                 "language consistency of the chain of thought (R1: English)")
     output_dir: str = Field("runs/eval", description="folder for metrics.json and samples.jsonl")
 
     @model_validator(mode="after")

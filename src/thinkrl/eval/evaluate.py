@@ -11,7 +11,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from thinkrl.algos.passk import cons_at_k, mean_pass_at_k, pass_at_1
 from thinkrl.data.example import Example
@@ -41,6 +47,7 @@ class SampleRecord:
     reference: str | None
     correct: bool
     format_ok: bool
+    language: float  # share of the chain-of-thought words in the expected language
     tokens: int
     finish_reason: str
     reason: str  # why the answer reward said what it said
@@ -58,6 +65,7 @@ class EvalMetrics:
     pass_at_k: float | None  # P(some sample of k is correct)
     cons_at_k: float | None  # majority vote over the extracted answers
     format_rate: float
+    language_consistency: float  # mean share of chain-of-thought words in the expected language
     mean_response_tokens: float
     truncated_rate: float
     scratchpad_rate: float
@@ -94,6 +102,7 @@ def evaluate(engine: RolloutEngine, tokenizer: Any, examples: list[Example], set
     per_call = [max(1, settings.batch_size // params.n) for _, params in runs]
     total = sum(-(-len(prompts) // size) for size in per_call)
     answer_reward, format_reward = get_reward(settings.answer_reward), get_reward(settings.format_reward)
+    language_reward = get_reward(settings.language_reward)
 
     records: list[SampleRecord] = []
     with _progress_bar(progress) as bar:
@@ -104,13 +113,14 @@ def evaluate(engine: RolloutEngine, tokenizer: Any, examples: list[Example], set
                 chunk_params = dataclasses.replace(params, seed=None if params.seed is None else params.seed + call)
                 completions = engine.generate(prompts[start:start + size], chunk_params)
                 records.extend(_grade(mode, start, completions, prompts, graded,
-                                      answer_reward, format_reward, params.n))
+                                      (answer_reward, format_reward, language_reward), params.n))
                 bar.update(task, advance=1, description=f"eval ({mode})")
     return EvalResult(metrics=summarize(records, len(examples), settings.k), samples=records)
 
 
 def _grade(mode: str, offset: int, completions: list[Completion], prompts: list[str], examples: list[Example],
-           answer_reward: Any, format_reward: Any, n: int) -> list[SampleRecord]:
+           rewards: tuple[Any, Any, Any], n: int) -> list[SampleRecord]:
+    answer_reward, format_reward, language_reward = rewards
     out = []
     for position, completion in enumerate(completions):
         q = offset + completion.prompt_index
@@ -120,6 +130,7 @@ def _grade(mode: str, offset: int, completions: list[Completion], prompts: list[
             question=q, id=example.id, mode=mode, sample=position % n, prompt=prompts[q],
             completion=completion.text, answer=extract_answer(response_as_seen(prompts[q], completion.text)), reference=example.answer,
             correct=verdict.score >= FULL_SCORE, format_ok=format_reward(completion.text, example).score >= FULL_SCORE,
+            language=language_reward(completion.text, example).score,
             tokens=len(completion.completion_ids), finish_reason=completion.finish_reason, reason=verdict.reason,
         ))
     return out
@@ -151,6 +162,7 @@ def summarize(records: list[SampleRecord], questions: int, k: int) -> EvalMetric
         pass_at_k=mean_pass_at_k(correct, k) if k else None,
         cons_at_k=cons_at_k(answers, grades) if k else None,
         format_rate=mean([float(r.format_ok) for r in behaviour]) or 0.0,
+        language_consistency=mean([r.language for r in behaviour]) or 0.0,
         mean_response_tokens=mean([float(r.tokens) for r in behaviour]) or 0.0,
         truncated_rate=mean([float(r.finish_reason == "length") for r in behaviour]) or 0.0,
         scratchpad_rate=mean([float(uses_scratchpad(text)) for text in visible]) or 0.0,

@@ -37,6 +37,7 @@ def metrics_table(result: EvalResult, title: str = "evaluation") -> Table:
         (f"pass@{m.k}", _pct(m.pass_at_k)),
         (f"cons@{m.k}", _pct(m.cons_at_k)),
         ("format rate", _pct(m.format_rate)),
+        ("language consistency", _pct(m.language_consistency)),
         ("mean response tokens", f"{m.mean_response_tokens:.1f}"),
         ("truncated", _pct(m.truncated_rate)),
         ("scratchpad use", _pct(m.scratchpad_rate)),

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from thinkrl.config import Config, to_yaml
-from thinkrl.data.config import DataConfig
+from thinkrl.data.config import DataConfig, TrainDataConfig
 from thinkrl.data.loaders import load_examples
 from thinkrl.eval.config import EvalSettings
 from thinkrl.eval.evaluate import EvalMetrics, evaluate
@@ -50,6 +50,8 @@ class DemoConfig(Config):
     eval_k: int = Field(4, ge=1, description="samples per problem for pass@1 and cons@k")
     output_dir: str = Field("runs/demo", description="run folder")
     torch_threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
+    full: bool = Field(False, description="run the whole R1 recipe instead (R1-Zero, the four R1 stages, distillation "
+                       "into a smaller student vs RL on it) into output_dir/mini-r1: pipeline/recipes/mini-r1.yaml")
 
 
 def base_model(cfg: DemoConfig) -> str:
@@ -59,7 +61,7 @@ def base_model(cfg: DemoConfig) -> str:
 def grpo_config(cfg: DemoConfig) -> GRPOConfig:
     return GRPOConfig(
         model=ModelConfig(name=base_model(cfg)),
-        data=DataConfig(path=f"task:{cfg.task}", template=TEMPLATE, task_seed=cfg.seed + 1, task_size=4096),
+        data=TrainDataConfig(path=f"task:{cfg.task}", template=TEMPLATE, task_seed=cfg.seed + 1, task_size=4096),
         rollout=RolloutConfig(prompts_per_step=cfg.prompts_per_step, group_size=cfg.group_size,
                               max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature),
         algo=AlgoConfig(beta=cfg.beta, control=cfg.control),
@@ -71,7 +73,12 @@ def grpo_config(cfg: DemoConfig) -> GRPOConfig:
     )
 
 
+RECIPE = Path(__file__).parent / "recipes" / "mini-r1.yaml"
+
+
 def run_demo(cfg: DemoConfig) -> dict:
+    if cfg.full:
+        return run_full(cfg)
     console = Console()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -94,6 +101,15 @@ def run_demo(cfg: DemoConfig) -> dict:
     console.print(f"run folder: {out}  (metrics: {result.run_dir / 'metrics.jsonl'}, plots: {result.run_dir / 'plots'})")
     console.print(f"total time {summary['seconds']:.0f} s")
     return summary
+
+
+def run_full(cfg: DemoConfig) -> dict:
+    """Mini R1: the packaged pipeline, run like `thinkrl pipeline` would run it."""
+    from thinkrl.config import load_config
+    from thinkrl.pipeline.runner import PipelineConfig, run_pipeline
+
+    overrides = [f"output_dir={Path(cfg.output_dir) / 'mini-r1'}", f"torch_threads={cfg.torch_threads}"]
+    return run_pipeline(load_config(PipelineConfig, RECIPE, overrides))
 
 
 def _evaluate(model_name: str, examples, settings: EvalSettings, folder: Path) -> EvalMetrics:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from thinkrl.data.config import DataConfig
+from thinkrl.data.config import ZeroDataConfig
 from thinkrl.train.config import GRPOConfig, RolloutConfig, RunConfig
 from thinkrl.train.grpo import GRPOResult, train_grpo
 
 
 class ZeroConfig(GRPOConfig):
-    data: DataConfig = Field(DataConfig(template="r1_zero", task_seed=0, task_size=4096),
-                             description="training prompts, rendered with the R1-Zero template")
+    data: ZeroDataConfig = Field(ZeroDataConfig(), description="training prompts, rendered with the R1-Zero template")
     rollout: RolloutConfig = RolloutConfig(group_size=16, temperature=1.0)
     run: RunConfig = RunConfig(output_dir="runs/zero")
 

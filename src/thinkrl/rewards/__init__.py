@@ -5,6 +5,7 @@ Importing this package registers every built-in reward; it never imports torch.
 """
 
 from thinkrl.rewards import accuracy, formats, language, length, math_grading  # noqa: F401, I001  (registers)
+from thinkrl.rewards import judge, reward_model  # noqa: F401  (registers)
 from thinkrl.rewards.base import RewardFn, RewardResult, get_reward, register, reward_names
 from thinkrl.rewards.extract import extract_answer, extract_code
 from thinkrl.rewards.scoring import RewardScores, score_completions

@@ -42,7 +42,7 @@ class TransformersEngine:
         if not self.eos_ids:
             raise ValueError("neither the model's generation config nor the tokenizer names an eos token")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
-        self.bos_id = _default_bos(tokenizer)
+        self.bos_id = default_bos(tokenizer)
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
         """len(prompts) * params.n completions, grouped by prompt in order."""
@@ -191,7 +191,7 @@ def _eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
     return tuple(ids)
 
 
-def _default_bos(tokenizer: Any) -> int | None:
+def default_bos(tokenizer: Any) -> int | None:
     """The bos id if this tokenizer puts bos in front of text by default, else None."""
     bos = tokenizer.bos_token_id
     if bos is None:

@@ -13,8 +13,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from thinkrl.config import Config
-from thinkrl.data.config import DataConfig
+from thinkrl.data.config import TrainDataConfig
 from thinkrl.rewards import RewardTerm, r1_zero_spec
+from thinkrl.rollout.vllm_engine import VLLMConfig
 
 
 class LoraConfig(Config):
@@ -27,12 +28,16 @@ class LoraConfig(Config):
 
 class ModelConfig(Config):
     name: str = Field("thinkrl/tiny", description="local checkpoint folder or hub id (thinkrl/tiny: the embedded default)")
+    tokenizer: str | None = Field(None, description="tokenizer folder or hub id (null: the model's own)")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype")
     gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
     lora: LoraConfig = LoraConfig()
 
 
 class RolloutConfig(Config):
+    engine: Literal["transformers", "vllm"] = Field("transformers", description="rollout engine: transformers "
+                                                    "generate (CPU/GPU, default) or vLLM (GPU, pip install 'thinkrl[vllm]')")
+    vllm: VLLMConfig = Field(VLLMConfig(), description="vLLM engine settings (rollout.engine=vllm)")
     prompts_per_step: int = Field(16, ge=1, description="prompts sampled per RL step")
     group_size: int = Field(8, ge=2, description="completions per prompt (G); GRPO needs at least 2")
     max_new_tokens: int = Field(64, ge=1, description="completion length cap; longer ones count as truncated")
@@ -80,16 +85,20 @@ class RunConfig(Config):
 
 class GRPOConfig(Config):
     model: ModelConfig = ModelConfig()
-    data: DataConfig = DataConfig(task_seed=0, task_size=4096)
+    data: TrainDataConfig = TrainDataConfig()
     rollout: RolloutConfig = RolloutConfig()
     algo: AlgoConfig = AlgoConfig()
     optim: OptimConfig = OptimConfig()
+    data_mix: list[TrainDataConfig] = Field([], description="more prompt sets mixed into data (e.g. general prompts "
+                                       "for RL in all scenarios); each example keeps its own kind and template")
     rewards: list[RewardTerm] = Field(default_factory=r1_zero_spec, description="reward terms, summed with weights")
+    rewards_by_kind: dict[str, list[RewardTerm]] = Field({}, description="reward spec per example kind (math, code, "
+                                                         "general, a task name); kinds not listed use rewards")
     run: RunConfig = RunConfig()
     resume: bool = Field(False, description="continue from the last checkpoint in run.output_dir")
 
     @model_validator(mode="after")
-    def _batches_divide(self) -> "GRPOConfig":
+    def _batches_divide(self) -> GRPOConfig:
         samples = self.rollout.prompts_per_step * self.rollout.group_size
         if samples % self.optim.updates_per_pass:
             raise ValueError(

@@ -23,9 +23,19 @@ from thinkrl.train.checkpoint import latest_checkpoint, load_checkpoint, save_ch
 from thinkrl.train.config import GRPOConfig
 from thinkrl.train.grpo_metrics import LearningWarnings, step_metrics
 from thinkrl.train.model_setup import build_optimizer, load_policy, save_final_model
-from thinkrl.train.policy import PolicyBatch, build_policy_batch, frozen_logprobs, policy_logprobs
+from thinkrl.train.policy import (
+    build_policy_batch,
+    frozen_logprobs,
+    policy_logprobs,
+)
 from thinkrl.train.progress import StepProgress
-from thinkrl.train.rollouts import PromptOrder, Rollout, sample_and_score, shuffle_within_groups, zero_variance
+from thinkrl.train.rollouts import (
+    PromptOrder,
+    Rollout,
+    sample_and_score,
+    shuffle_within_groups,
+    zero_variance,
+)
 from thinkrl.train.tracking import MetricsTracker
 
 log = logging.getLogger(__name__)
@@ -49,14 +59,17 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
 
     policy = load_policy(cfg.model, need_reference=cfg.algo.beta > 0)
     model, tokenizer = policy.model, policy.tokenizer
-    examples = load_examples(cfg.data)
-    prompts = [render_prompt(ex, cfg.data.template, tokenizer, cfg.data.system_prompt) for ex in examples]
+    examples, prompts = [], []
+    for source in [cfg.data, *cfg.data_mix]:  # RL for all scenarios mixes prompt sets, each with its template
+        loaded = load_examples(source)
+        examples += loaded
+        prompts += [render_prompt(ex, source.template, tokenizer, source.system_prompt) for ex in loaded]
     for ex, prompt in zip(examples, prompts):
         ex.meta["prompt_prefills_think"] = prompt_prefills_think(prompt)
 
     updates_per_step = cfg.algo.mu * cfg.optim.updates_per_pass
     optimizer, scheduler = build_optimizer(model, cfg.optim, total_updates=cfg.run.steps * updates_per_step)
-    engine = TransformersEngine(model, tokenizer, batch_size=cfg.rollout.batch_size)
+    engine = build_engine(model, tokenizer, cfg)
 
     start_step = 0
     if cfg.resume:
@@ -66,6 +79,7 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
         else:
             start_step = int(load_checkpoint(checkpoint, model, optimizer, scheduler)["step"])
             log.info("resumed from %s (step %d)", checkpoint, start_step)
+            _sync(engine, model)  # a separate engine started from the base weights
     tracker = MetricsTracker(run_dir, cfg.run.trackers, resume_step=start_step if cfg.resume else None,
                              config=cfg.model_dump(mode="json"))
     order = PromptOrder(len(examples), cfg.run.seed)
@@ -76,8 +90,11 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
         for step in range(start_step + 1, cfg.run.steps + 1):
             t0 = time.perf_counter()
             rollout = collect_rollout(engine, examples, prompts, order, step, cfg)
+            if hasattr(engine, "sleep"):  # vLLM frees its KV cache while the trainer needs the memory
+                engine.sleep()
             t1 = time.perf_counter()
             update_stats = update_policy(model, policy.reference, optimizer, scheduler, rollout, tokenizer.pad_token_id, cfg)
+            _sync(engine, model)
             t2 = time.perf_counter()
             metrics = step_metrics(rollout, update_stats, gen_time_s=t1 - t0, train_time_s=t2 - t1,
                                    lr=scheduler.get_last_lr()[0])
@@ -99,6 +116,23 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     return GRPOResult(run_dir=run_dir, final_model_dir=final_dir, steps_done=step, last_metrics=metrics)
 
 
+def build_engine(model, tokenizer, cfg: GRPOConfig):
+    """The rollout engine. The transformers engine samples from the training model itself;
+    vLLM holds its own copy of the weights, synced after every update. Either way the ratio
+    uses log-probs the trainer recomputes, never the engine's (train/inference mismatch)."""
+    if cfg.rollout.engine == "vllm":
+        from thinkrl.models import resolve_model_path
+        from thinkrl.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine(resolve_model_path(cfg.model.name), cfg.rollout.vllm, tokenizer=tokenizer, seed=cfg.run.seed)
+    return TransformersEngine(model, tokenizer, batch_size=cfg.rollout.batch_size)
+
+
+def _sync(engine, model) -> None:
+    if hasattr(engine, "sync_weights"):
+        engine.sync_weights(model)
+
+
 def collect_rollout(engine, examples, prompts, order: PromptOrder, step: int, cfg: GRPOConfig) -> Rollout:
     """Sample, score and compute advantages for one step's prompts; with dynamic sampling,
     keep sampling fresh prompts until enough groups have reward variance (bounded)."""
@@ -116,7 +150,7 @@ def collect_rollout(engine, examples, prompts, order: PromptOrder, step: int, cf
                                 top_p=cfg.rollout.top_p, seed=cfg.run.seed * 1_000_003 + step * 101 + round_)
         batch_examples = [examples[i] for i in index]
         completions, scores = sample_and_score(engine, [prompts[i] for i in index], batch_examples, params,
-                                               cfg.rewards, cfg.rollout.reward_workers)
+                                               cfg.rewards, cfg.rollout.reward_workers, cfg.rewards_by_kind)
         rewards = torch.tensor(scores.total, dtype=torch.float32)
         if cfg.algo.control == "shuffle":
             rewards = shuffle_within_groups(rewards, G, generator)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+from thinkrl.rewards.routing import NOT_APPLICABLE
 from thinkrl.train.rollouts import Rollout
 
 log = logging.getLogger(__name__)
@@ -24,16 +25,23 @@ def step_metrics(rollout: Rollout, update: dict, gen_time_s: float, train_time_s
         "reward_errors": rollout.scores.errors,
         "reward_timeouts": rollout.scores.timeouts,
     }
-    for name, values in rollout.scores.by_name.items():
-        metrics[f"reward/{name}"] = sum(values) / max(len(values), 1)
+    applied = {name: _applied(rollout, name) for name in rollout.scores.by_name}
+    for name, values in applied.items():
+        if values:
+            metrics[f"reward/{name}"] = sum(values) / len(values)
         for reason, count in Counter(rollout.scores.reasons[name]).items():
-            metrics[f"reasons/{name}/{reason}"] = count / n
-    accuracy = [v for k, v in rollout.scores.by_name.items() if "accuracy" in k]
-    if accuracy:
-        metrics["accuracy"] = sum(sum(v) / max(len(v), 1) for v in accuracy) / len(accuracy)
-    formats = [v for k, v in rollout.scores.by_name.items() if k.startswith("format")]
-    if formats:
-        metrics["format_rate"] = sum(sum(x > 0 for x in v) / max(len(v), 1) for v in formats) / len(formats)
+            if reason != NOT_APPLICABLE:
+                metrics[f"reasons/{name}/{reason}"] = count / n
+    metrics.update(_headline(applied))
+    kinds = [ex.kind for ex in rollout.examples for _ in range(rollout.group_size)]
+    if len(set(kinds)) > 1:  # RL over a mixed prompt set: how each kind fares
+        for kind in sorted(set(kinds)):
+            index = [i for i, k in enumerate(kinds) if k == kind]
+            metrics[f"kind/{kind}/share"] = len(index) / n
+            metrics[f"kind/{kind}/reward"] = float(rewards[index].mean())
+            part = {name: [rollout.scores.by_name[name][i] for i in index
+                           if rollout.scores.reasons[name][i] != NOT_APPLICABLE] for name in applied}
+            metrics.update({f"kind/{kind}/{key}": value for key, value in _headline(part).items()})
     for key in ("loss", "kl", "clip_fraction", "clip_fraction_low", "clip_fraction_high", "ratio_mean", "entropy", "grad_norm"):
         if key in update:
             metrics[key] = update[key]
@@ -43,6 +51,24 @@ def step_metrics(rollout: Rollout, update: dict, gen_time_s: float, train_time_s
     metrics["time/generation_share"] = gen_time_s / max(gen_time_s + train_time_s, 1e-9)
     metrics["tokens_per_s"] = rollout.generated_tokens / max(gen_time_s, 1e-9)
     return metrics
+
+
+def _applied(rollout: Rollout, name: str) -> list[float]:
+    """A reward's scores on the samples it applies to (routing leaves others `n/a`)."""
+    return [score for score, reason in zip(rollout.scores.by_name[name], rollout.scores.reasons[name])
+            if reason != NOT_APPLICABLE]
+
+
+def _headline(scores: dict[str, list[float]]) -> dict[str, float]:
+    """accuracy (the mean of the accuracy rewards) and format_rate (share of samples a format reward fired on)."""
+    out = {}
+    accuracy = [v for k, v in scores.items() if "accuracy" in k and v]
+    if accuracy:
+        out["accuracy"] = sum(sum(v) / len(v) for v in accuracy) / len(accuracy)
+    formats = [v for k, v in scores.items() if k.startswith("format") and v]
+    if formats:
+        out["format_rate"] = sum(sum(x > 0 for x in v) / len(v) for v in formats) / len(formats)
+    return out
 
 
 class LearningWarnings:

@@ -21,7 +21,7 @@ class Policy:
 
 
 def load_policy(cfg: ModelConfig, need_reference: bool) -> Policy:
-    tokenizer = load_tokenizer(cfg.name)
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.name)
     model = load_model(cfg.name, dtype=cfg.dtype)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()

@@ -15,6 +15,14 @@ DEFAULT_PANELS = (
     ("entropy", "entropy"),
 )
 
+SFT_PANELS = (
+    ("loss", "train loss (per response token)"),
+    ("eval_loss", "eval loss (per response token)"),
+    ("lr", "learning rate"),
+    ("grad_norm", "gradient norm"),
+    ("tokens_per_s", "tokens / s"),
+)
+
 
 def plot_metrics(metrics_path: str | Path, out_dir: str | Path, panels=DEFAULT_PANELS) -> list[Path]:
     """One PNG per metric present in the file, plus an overview grid; returns the files written."""

@@ -27,7 +27,7 @@ class PolicyBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    def select(self, index: torch.Tensor) -> "PolicyBatch":
+    def select(self, index: torch.Tensor) -> PolicyBatch:
         """Rows `index`, trimmed to their own longest sequence (less padding, less compute)."""
         attention = self.attention_mask[index]
         width = int(attention.sum(dim=1).max())

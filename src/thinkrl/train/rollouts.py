@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from thinkrl.algos import group_advantages
 from thinkrl.data.example import Example
-from thinkrl.rewards import RewardScores, RewardTerm, score_completions
+from thinkrl.rewards import RewardScores, RewardTerm
+from thinkrl.rewards.routing import score_routed
 from thinkrl.rollout.base import Completion, RolloutEngine, SamplingParams
 
 
@@ -57,10 +57,11 @@ class PromptOrder:
 
 
 def sample_and_score(engine: RolloutEngine, prompts: list[str], examples: list[Example], params: SamplingParams,
-                     terms: list[RewardTerm], reward_workers: int) -> tuple[list[Completion], RewardScores]:
+                     terms: list[RewardTerm], reward_workers: int,
+                     terms_by_kind: dict[str, list[RewardTerm]] | None = None) -> tuple[list[Completion], RewardScores]:
     completions = engine.generate(prompts, params)
     repeated = [examples[c.prompt_index] for c in completions]
-    scores = score_completions([c.text for c in completions], repeated, terms, workers=reward_workers)
+    scores = score_routed([c.text for c in completions], repeated, terms, terms_by_kind or {}, workers=reward_workers)
     return completions, scores
 
 

@@ -1,0 +1,188 @@
+"""`thinkrl pipeline r1.yaml`: run a list of stages, each one an ordinary thinkrl command.
+
+A stage names a command (`zero`, `sft`, `sample`, `grpo`, `eval`, ...) and that command's
+config; `${name}` inside any string is replaced by what stage `name` produced (its final
+checkpoint folder, its dataset file, its metrics file). Every stage works in its own
+folder under the run folder, and records there, in `stage.json`, a key: the hash of its
+resolved config and of the keys of the stages it reads from. A rerun:
+  - skips a stage whose `stage.json` says done with the same key;
+  - resumes a stage that was started with the same key and did not finish (`resume: true`
+    for the training commands; `sample` continues from its finished shards);
+  - starts afresh a stage whose key changed (and so, through the keys, every stage after
+    it that reads its output).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+from rich.console import Console
+
+from thinkrl.commands import get_command
+from thinkrl.config import Config, build_config
+from thinkrl.errors import ConfigError
+from thinkrl.pipeline.stages import stage_kind
+
+log = logging.getLogger(__name__)
+STATE = "stage.json"
+_REF = re.compile(r"\$\{([A-Za-z0-9_\-]+)\}")
+
+
+class StageSpec(Config):
+    name: str = Field(..., description="stage name: its folder under the run folder, and what ${name} refers to")
+    command: str = Field(..., description="the thinkrl command this stage runs (tiny, zero, grpo, sft, sample, distill, eval)")
+    config: dict[str, Any] = Field(default_factory=dict, description="the command's config (as in its YAML file); "
+                                   "${stage} in a string is replaced by that stage's output")
+    label: str | None = Field(None, description="row name in the summary table (eval stages)")
+
+
+class PipelineConfig(Config):
+    output_dir: str = Field("runs/pipeline", description="run folder: one sub-folder per stage, summary.json")
+    stages: list[StageSpec] = Field(default_factory=list, description="stages, run in order")
+    only: list[str] = Field([], description="run only these stages (and nothing else); empty: all")
+    torch_threads: int = Field(0, ge=0, description="torch CPU threads for every stage (0: torch's default)")
+    title: str = Field("pipeline", description="title of the summary table")
+
+    @model_validator(mode="after")
+    def _names_and_refs(self) -> PipelineConfig:
+        seen: set[str] = set()
+        for stage in self.stages:
+            if stage.name in seen:
+                raise ValueError(f"stage name '{stage.name}' is used twice")
+            if not re.fullmatch(r"[A-Za-z0-9_\-]+", stage.name):
+                raise ValueError(f"stage name '{stage.name}' must be letters, digits, '_' or '-'")
+            stage_kind(stage.command)  # an unknown command fails here, naming the valid ones
+            for ref in references(stage.config):
+                if ref not in seen:
+                    raise ValueError(f"stage '{stage.name}' reads ${{{ref}}}, which is not an earlier stage")
+            seen.add(stage.name)
+        for name in self.only:
+            if name not in seen:
+                raise ValueError(f"only: no stage named '{name}'")
+        if not self.stages:
+            raise ValueError("a pipeline needs at least one stage")
+        return self
+
+
+def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
+    """Run (or skip, or resume) every stage in order; returns {stage: its record}."""
+    console = Console()
+    root = Path(cfg.output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    if cfg.torch_threads:
+        import torch
+
+        torch.set_num_threads(cfg.torch_threads)
+    check_stage_configs(cfg)
+    records: dict[str, dict[str, Any]] = {}
+    started = time.perf_counter()
+    for index, stage in enumerate(cfg.stages, start=1):
+        folder = root / stage.name
+        resolved = substitute(stage.config, {name: rec["output"] for name, rec in records.items()})
+        key = stage_key(stage.command, resolved, [records[r]["key"] for r in sorted(references(stage.config))])
+        state = read_state(folder)
+        if cfg.only and stage.name not in cfg.only:
+            if state.get("status") != "done":
+                raise ConfigError(f"stage '{stage.name}' has not finished; later stages need it (drop it from 'only')")
+            records[stage.name] = state
+            continue
+        header = f"[bold]{index}/{len(cfg.stages)} {stage.name}[/] ({stage.command})"
+        if state.get("status") == "done" and state.get("key") == key:
+            console.rule(f"{header}: done before, skipped")
+            records[stage.name] = state
+            continue
+        resume = state.get("status") == "running" and state.get("key") == key
+        if state and not resume:  # a different config: what is there belongs to another run
+            shutil.rmtree(folder)
+        console.rule(f"{header}: {'resuming' if resume else 'running'}")
+        records[stage.name] = run_stage(stage, resolved, folder, key, resume)
+    summary = {"seconds": round(time.perf_counter() - started, 1), "stages": records}
+    write_json(root / "summary.json", summary)
+    from thinkrl.pipeline.summary import print_summary
+
+    print_summary(cfg, records, console)
+    console.print(f"run folder: {root}  ({summary['seconds']:.0f} s)")
+    return records
+
+
+def run_stage(stage: StageSpec, resolved: dict[str, Any], folder: Path, key: str, resume: bool) -> dict[str, Any]:
+    kind = stage_kind(stage.command)
+    command = get_command(stage.command)
+    data = kind.place(resolved, folder, resume)
+    config = build_config(command.config_model(), data)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / STATE, {"status": "running", "key": key, "command": stage.command})
+    t0 = time.perf_counter()
+    command.runner()(config)
+    record = {"status": "done", "key": key, "command": stage.command, "output": str(kind.product_path(folder)),
+              "seconds": round(time.perf_counter() - t0, 1), "label": stage.label}
+    metrics = kind.read_metrics(folder)
+    if metrics is not None:
+        record["metrics"] = metrics
+    write_json(folder / STATE, record)
+    return record
+
+
+def check_stage_configs(cfg: PipelineConfig) -> None:
+    """Validate every stage's config before the first one runs, so a typo in stage 9 is
+    reported now, not after an hour of stages 1-8 (${stage} stands in as a placeholder path)."""
+    for stage in cfg.stages:
+        kind, command = stage_kind(stage.command), get_command(stage.command)
+        placeholder = substitute(stage.config, {name: f"/{name}" for name in references(stage.config)})
+        try:
+            build_config(command.config_model(), kind.place(placeholder, Path(cfg.output_dir) / stage.name, False))
+        except ConfigError as exc:
+            raise ConfigError(f"stage '{stage.name}' ({stage.command}): {exc}") from None
+
+
+def references(value: Any) -> set[str]:
+    """The stage names a config reads through ${name}."""
+    if isinstance(value, str):
+        return set(_REF.findall(value))
+    if isinstance(value, dict):
+        return set().union(*(references(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(references(v) for v in value)) if value else set()
+    return set()
+
+
+def substitute(value: Any, outputs: dict[str, str]) -> Any:
+    """`value` with every ${name} replaced by stage name's output path."""
+    if isinstance(value, str):
+        return _REF.sub(lambda m: outputs[m.group(1)], value)
+    if isinstance(value, dict):
+        return {k: substitute(v, outputs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, outputs) for v in value]
+    return value
+
+
+def stage_key(command: str, config: dict[str, Any], upstream_keys: list[str]) -> str:
+    blob = json.dumps({"command": command, "config": config, "upstream": upstream_keys}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def read_state(folder: Path) -> dict[str, Any]:
+    path = folder / STATE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:  # cannot happen with write_json, but a hand-edited file might
+        return {}
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically: a kill leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,327 @@
+"""The vLLM rollout engine: fast sampling on GPUs, behind the same protocol as transformers.
+
+Two modes. `colocate`: vLLM lives in the training process, on the training GPU, taking
+`gpu_memory_utilization` of it; between rollouts it sleeps (KV cache freed, weights
+offloaded) so the optimizer step has the memory. `server`: vLLM runs on other GPUs or
+another node (`thinkrl vllm-serve`, see rollout/vllm_server.py) and this engine is its
+HTTP client. Either way the trainer calls `sync_weights(policy)` after every optimiser
+step, so the next rollout samples from the policy being trained.
+
+The engine's log-probs are returned for inspection only and are NOT used in the GRPO
+ratio: vLLM's kernels, sampling and precision differ from the training forward pass
+(train/inference mismatch), so the trainer recomputes old and new log-probs itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+from pydantic import Field
+
+from thinkrl.config import Config
+from thinkrl.errors import ThinkrlError
+from thinkrl.rollout.base import Completion, SamplingParams
+
+NEEDS_VLLM = "rollout.engine=vllm needs vLLM: pip install 'thinkrl[vllm]' (a CUDA machine)"
+NEEDS_CUDA = "rollout.engine=vllm needs a CUDA GPU and none is visible; use rollout.engine=transformers on this machine"
+
+
+class VLLMConfig(Config):
+    """Settings of the vLLM engine (`rollout.vllm` in a GRPO config)."""
+
+    mode: Literal["colocate", "server"] = Field(
+        "colocate", description="colocate: vLLM inside the training process, sharing its GPU; "
+        "server: a `thinkrl vllm-serve` process on other GPUs, reached at server_url")
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="share of each GPU's memory vLLM takes "
+                                          "(weights + KV cache); the rest is the trainer's")
+    enable_sleep_mode: bool = Field(True, description="free vLLM's KV cache (and offload its weights) while the "
+                                    "trainer runs forward/backward; woken for the next rollout")
+    sleep_level: Literal[1, 2] = Field(1, description="1: weights kept in CPU memory while asleep; 2: weights "
+                                       "dropped (they are overwritten by sync_weights before the next rollout anyway)")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one vLLM engine spans (tensor parallel)")
+    max_model_len: int | None = Field(None, ge=1, description="longest prompt + completion vLLM plans for "
+                                      "(None: the model's own limit); smaller leaves more room for KV cache")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("bfloat16", description="vLLM weights dtype")
+    enforce_eager: bool = Field(False, description="skip CUDA graph capture (starts faster, samples slower)")
+    enable_prefix_caching: bool = Field(True, description="reuse the KV of shared prompt prefixes (a group's "
+                                        "G samples share their prompt); reset after every weight sync")
+    server_url: str = Field("http://127.0.0.1:8000", description="server mode: base URL of `thinkrl vllm-serve`")
+    server_timeout_s: float = Field(600.0, gt=0, description="server mode: how long to wait for the server to "
+                                    "come up and for one request to finish")
+
+
+def require_vllm() -> Any:
+    """The vllm module, or one clear line saying how to get it."""
+    try:
+        import vllm
+    except ImportError:
+        raise ThinkrlError(NEEDS_VLLM) from None
+    return vllm
+
+
+def require_cuda() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ThinkrlError(NEEDS_CUDA)
+
+
+# ------------------------------------------------------------------- weights, as vLLM names them
+
+def vllm_weight_name(name: str) -> str | None:
+    """The Hugging Face name vLLM's `load_weights` expects for one state_dict key of the
+    trained model, or None for a tensor vLLM must not receive (LoRA factors, peft's copy of
+    an original module). Strips the wrappers: DDP `module.`, torch.compile `_orig_mod.`,
+    peft `base_model.model.` and `.base_layer`, `modules_to_save.default`."""
+    for prefix in ("module.", "_orig_mod.", "base_model.model."):
+        name = name.removeprefix(prefix)
+    if ".lora_" in name or ".original_module." in name:
+        return None
+    return name.replace(".base_layer.", ".").replace(".modules_to_save.default.", ".")
+
+
+@contextmanager
+def merged_weights(model: Any) -> Iterator[list[tuple[str, Any]]]:
+    """(name, tensor) pairs of the policy with any LoRA adapter merged in, named as the base
+    checkpoint names them. The adapter is merged in place for the duration and unmerged on
+    exit (no second copy of a 7B model); pass the model unwrapped (accelerator.unwrap_model).
+    Under ZeRO-3 / FSDP, call this inside the gather of the full parameters."""
+    model = getattr(model, "_orig_mod", model)
+    is_peft = hasattr(model, "merge_adapter") and hasattr(model, "peft_config")
+    if is_peft:
+        model.merge_adapter()
+    try:
+        config = getattr(model, "config", None)
+        tied = bool(getattr(config, "tie_word_embeddings", False))
+        items = []
+        for key, tensor in model.state_dict().items():
+            name = vllm_weight_name(key)
+            # A tied head is the embedding: vLLM ties it itself and rejects a second copy.
+            if name is None or (tied and name == "lm_head.weight"):
+                continue
+            items.append((name, tensor.detach()))
+        yield items
+    finally:
+        if is_peft:
+            model.unmerge_adapter()
+
+
+# ------------------------------------------------------------------- sampling, both ways
+
+def vllm_sampling_params(vllm: Any, params: SamplingParams, seed: int | None) -> Any:
+    """thinkrl's SamplingParams as vLLM's. Every knob that changes the distribution is set,
+    so a checkpoint's generation_config.json (top_k=20, repetition_penalty...) cannot leak in."""
+    return vllm.SamplingParams(
+        n=params.n, max_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p,
+        top_k=-1, min_p=0.0, repetition_penalty=1.0, seed=seed, stop=list(params.stop) or None,
+        include_stop_str_in_output=True,  # keep `</answer>` visible to the format reward
+        skip_special_tokens=False,  # <think> may be a special token; the format reward must see it
+        logprobs=0,  # the sampled token's log-prob only (informative; never used in the ratio)
+    )
+
+
+def completions_from_outputs(outputs: list[Any]) -> list[Completion]:
+    """vLLM RequestOutputs (one per prompt, `n` samples each) as Completions grouped by prompt."""
+    out = []
+    for index, request in enumerate(outputs):
+        for sample in request.outputs:
+            logprobs = None
+            if sample.logprobs:
+                logprobs = [step[token].logprob for step, token in zip(sample.logprobs, sample.token_ids)]
+            out.append(Completion(prompt_index=index, text=sample.text, prompt_ids=list(request.prompt_token_ids),
+                                  completion_ids=list(sample.token_ids), logprobs=logprobs,
+                                  finish_reason="length" if sample.finish_reason == "length" else "stop"))
+    return out
+
+
+# ------------------------------------------------------------------- the engine
+
+class VLLMEngine:
+    """A RolloutEngine on vLLM: `generate`, plus `sync_weights`, `sleep` and `wake_up` for the
+    trainer. In colocate mode it needs vllm and a CUDA GPU here; in server mode only the
+    server does.
+
+    Prompts are tokenised here (no special tokens added, as the transformers engine does), so
+    the trainer receives exactly the prompt ids vLLM conditioned on.
+    """
+
+    def __init__(self, model: str, config: VLLMConfig | None = None, tokenizer: str | None = None,
+                 seed: int = 0) -> None:
+        self.config = config or VLLMConfig()
+        self.seed = seed
+        self._asleep: set[str] = set()
+        self._weights_stale = False
+        if self.config.mode == "server":
+            self.client = ServerClient(self.config.server_url, self.config.server_timeout_s)
+            self.client.wait_ready()
+            self.llm = None
+            return
+        vllm = require_vllm()
+        require_cuda()
+        from thinkrl.rollout.transformers_engine import default_bos
+        self.vllm = vllm
+        self.llm = vllm.LLM(**self._llm_kwargs(model, tokenizer))
+        self.tokenizer = self.llm.get_tokenizer()
+        self._bos = default_bos(self.tokenizer)
+
+    def _llm_kwargs(self, model: str, tokenizer: str | None) -> dict[str, Any]:
+        cfg = self.config
+        # The engine core in this process: weights are loaded by a direct call, not pickled
+        # across a process boundary (and the trainer's CUDA context is shared).
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        kwargs: dict[str, Any] = {
+            "model": model, "tokenizer": tokenizer or model, "dtype": cfg.dtype, "seed": self.seed,
+            "gpu_memory_utilization": cfg.gpu_memory_utilization, "tensor_parallel_size": cfg.tensor_parallel_size,
+            "max_model_len": cfg.max_model_len, "enforce_eager": cfg.enforce_eager,
+            "enable_sleep_mode": cfg.enable_sleep_mode, "enable_prefix_caching": cfg.enable_prefix_caching,
+        }
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1:
+            # Under `accelerate launch` each training process hosts its own engine (tensor-parallel
+            # groups of tensor_parallel_size ranks), inside the process group accelerate made.
+            if world % cfg.tensor_parallel_size:
+                raise ThinkrlError(f"rollout.vllm.tensor_parallel_size={cfg.tensor_parallel_size} must divide the "
+                                   f"number of training processes ({world})")
+            kwargs["distributed_executor_backend"] = "external_launcher"
+            kwargs["seed"] = self.seed + int(os.environ.get("RANK", "0")) // cfg.tensor_parallel_size
+        return kwargs
+
+    # -- RolloutEngine
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+        """len(prompts) * params.n completions, grouped by prompt in order."""
+        if params.n < 1 or params.max_new_tokens < 1 or params.temperature < 0:
+            raise ValueError(f"need n >= 1, max_new_tokens >= 1 and temperature >= 0, got {params}")
+        if self.llm is None:
+            return self.client.generate(prompts, params)
+        self.wake_up()
+        if self._weights_stale:
+            raise RuntimeError("vLLM slept at level 2 (weights dropped) and no sync_weights came before generate")
+        requests = [{"prompt_token_ids": self.encode_prompt(p)} for p in prompts]
+        # One seed per request: the G samples of a prompt differ, and two prompts do not share a stream.
+        sampling = [vllm_sampling_params(self.vllm, params, None if params.seed is None else params.seed + i)
+                    for i in range(len(prompts))]
+        outputs = self.llm.generate(requests, sampling, use_tqdm=False)
+        return completions_from_outputs(outputs)
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """As the transformers engine does: no special tokens, except the bos that bos-using
+        tokenizers (Llama) put in front of text; Qwen has none."""
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if self._bos is not None and (not ids or ids[0] != self._bos):
+            ids = [self._bos] + ids
+        return ids
+
+    # -- trainer hooks
+    def sync_weights(self, model: Any) -> int:
+        """Push the policy's current weights into vLLM (after every optimiser step). `model` is
+        the unwrapped policy; a peft model is merged for the copy. Returns tensors sent.
+        Colocated, every training process syncs its own engine; in server mode only the main
+        process should (one server, one copy)."""
+        with merged_weights(model) as items:
+            if self.llm is None:
+                return self.client.update_weights(items)
+            self.wake_up(("weights",))
+            self.load_weight_items(items)
+        self._weights_stale = False
+        if self.config.enable_prefix_caching and hasattr(self.llm, "reset_prefix_cache"):
+            self.llm.reset_prefix_cache()  # cached prefixes hold keys/values of the old weights
+        return len(items)
+
+    def load_weight_items(self, items: list[tuple[str, Any]]) -> int:
+        """Load (name, tensor) pairs into the model inside vLLM (also the server's entry point)."""
+        def load(module: Any) -> None:
+            module.load_weights(weights=items)
+
+        if hasattr(self.llm, "apply_model"):  # vLLM >= 0.9: runs `load` on the model in every worker
+            self.llm.apply_model(load)
+        else:  # older engines expose the model directly
+            self.llm.llm_engine.model_executor.driver_worker.model_runner.model.load_weights(weights=items)
+        return len(items)
+
+    def sleep(self) -> None:
+        """Free the KV cache (and offload or drop the weights) while the trainer needs the GPU."""
+        if self.llm is None:
+            self.client.post("/sleep", {})
+            return
+        if not self.config.enable_sleep_mode or self._asleep:
+            return
+        self.llm.sleep(level=self.config.sleep_level)
+        self._asleep = {"weights", "kv_cache"}
+        self._weights_stale = self.config.sleep_level == 2
+
+    def wake_up(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None:
+        """Give vLLM its memory back; tags wake part of it (weights first, to load new ones
+        before the KV cache is reallocated)."""
+        if self.llm is None:
+            self.client.post("/wake_up", {"tags": list(tags)})
+            return
+        wanted = self._asleep & set(tags)
+        if not wanted:
+            return
+        if "tags" in inspect.signature(self.llm.wake_up).parameters:
+            self.llm.wake_up(tags=sorted(wanted))
+            self._asleep -= wanted
+        else:  # vLLM without partial wake-up
+            self.llm.wake_up()
+            self._asleep = set()
+
+
+# ------------------------------------------------------------------- server mode: the client
+
+class ServerClient:
+    """HTTP client of `thinkrl vllm-serve` (routes documented in rollout/vllm_server.py)."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def wait_ready(self) -> dict[str, Any]:
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                return self.request("GET", "/health")
+            except ThinkrlError:
+                if time.monotonic() > deadline:
+                    raise ThinkrlError(f"no vLLM server answered at {self.url} within {self.timeout_s:g} s; "
+                                       f"start one with `thinkrl vllm-serve` or set rollout.vllm.server_url") from None
+                time.sleep(1.0)
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
+        body = {"prompts": prompts, "params": {"n": params.n, "max_new_tokens": params.max_new_tokens,
+                                               "temperature": params.temperature, "top_p": params.top_p,
+                                               "seed": params.seed, "stop": list(params.stop)}}
+        return [Completion(**row) for row in self.post("/generate", body)["completions"]]
+
+    def update_weights(self, items: list[tuple[str, Any]]) -> int:
+        """Ship the weights as one safetensors body (full precision of the trained dtype)."""
+        from safetensors.torch import save
+
+        tensors = {name: tensor.contiguous().cpu() for name, tensor in items}
+        answer = self.request("POST", "/update_weights", save(tensors), "application/octet-stream")
+        return int(answer["loaded"])
+
+    def post(self, route: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", route, json.dumps(body).encode(), "application/json")
+
+    def request(self, method: str, route: str, data: bytes | None = None,
+                content_type: str | None = None) -> dict[str, Any]:
+        req = urllib.request.Request(self.url + route, data=data, method=method)
+        if content_type:
+            req.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                return json.load(io.TextIOWrapper(resp, encoding="utf-8"))
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace").strip()
+            raise ThinkrlError(f"vLLM server {self.url}{route} answered {exc.code}: {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ThinkrlError(f"vLLM server {self.url}{route} unreachable: {exc}") from None
