@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from thinkrl.commands import COMMANDS, Command
 from thinkrl.config import Config, describe_fields, load_config, to_yaml
@@ -39,7 +40,7 @@ def _fields_help(model: type[Config]) -> str:
 
 
 def _fail(exc: BaseException) -> None:
-    console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)  # '[vllm]' is text, not markup
     raise typer.Exit(code=2)
 
 
@@ -145,7 +146,7 @@ def main() -> None:
     try:
         app()
     except ThinkrlError as exc:  # raised outside a command body (e.g. while building help)
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
 
 

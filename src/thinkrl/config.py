@@ -7,9 +7,9 @@ becomes one `ConfigError` line that names the field and, for a typo, the closest
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
-from collections.abc import Iterable
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -114,7 +114,7 @@ def with_section_defaults(model: type[BaseModel], data: dict[str, Any]) -> dict[
     for name, info in model.model_fields.items():
         default, given = info.default, out.get(name)
         if isinstance(default, BaseModel) and isinstance(given, dict):
-            out[name] = _merge(default.model_dump(), with_section_defaults(type(default), given))
+            out[name] = merge_dicts(default.model_dump(), with_section_defaults(type(default), given))
         elif isinstance(given, dict):
             sub = info.annotation
             if isinstance(sub, type) and issubclass(sub, BaseModel):
@@ -122,10 +122,12 @@ def with_section_defaults(model: type[BaseModel], data: dict[str, Any]) -> dict[
     return out
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`: nested mappings are merged key by key, anything else is replaced."""
     merged = dict(base)
     for key, value in top.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        nested = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = merge_dicts(merged[key], value) if nested else value
     return merged
 
 

@@ -110,3 +110,36 @@ def test_killed_mid_stage_the_rerun_resumes_without_redoing_finished_stages(tiny
     steps = [json.loads(line)["step"] for line in (run / "second" / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 9))  # resumed from its checkpoint: no step missing, none twice
     assert json.loads((run / "eval" / "stage.json").read_text())["status"] == "done"
+
+
+@pytest.mark.parametrize("path", ["src/thinkrl/pipeline/recipes/mini-r1.yaml", "configs/r1-qwen2.5-math-7b.yaml"])
+def test_shipped_pipelines_validate_every_stage(path, monkeypatch):
+    """Every stage config of the shipped pipelines is a valid config of its command, so a
+    typo in stage 9 fails at once, not after stages 1-8."""
+    from thinkrl.pipeline.runner import check_stage_configs
+
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(repo)  # config_file paths are relative to the repository root
+    cfg = load_config(PipelineConfig, repo / path)
+    check_stage_configs(cfg)
+    commands = {stage.command for stage in cfg.stages}
+    assert {"zero", "sft", "sample", "grpo", "distill", "eval"} <= commands
+
+
+def test_a_bad_field_in_a_later_stage_fails_before_the_first_stage_runs(tiny_random_model, tmp_path):
+    stages = [grpo_stage("rl", str(tiny_random_model)), eval_stage("e", "${rl}", "x")]
+    stages[1]["config"]["eval"]["temprature"] = 0.5
+    with pytest.raises(ThinkrlError, match=r"stage 'e' \(eval\).*temprature"):
+        run_pipeline(load_config(PipelineConfig, pipeline_file(tmp_path, stages)))
+    assert not (tmp_path / "run" / "rl").exists()
+
+
+def test_a_stage_starts_from_a_config_file_with_its_config_on_top(tiny_random_model, tmp_path):
+    base = grpo_stage("rl", str(tiny_random_model))["config"]
+    (tmp_path / "rl.yaml").write_text(yaml.safe_dump(base))
+    stages = [{"name": "rl", "command": "grpo", "config_file": str(tmp_path / "rl.yaml"),
+               "config": {"run": {"steps": 1}}}]
+    run_pipeline(load_config(PipelineConfig, pipeline_file(tmp_path, stages)))
+    used = yaml.safe_load((tmp_path / "run" / "rl" / "config.yaml").read_text())
+    assert used["run"]["steps"] == 1 and used["run"]["save_every"] == 1  # merged, not replaced
+    assert used["rollout"]["group_size"] == 2

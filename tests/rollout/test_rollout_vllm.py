@@ -200,3 +200,15 @@ def test_vllm_sync_weights_changes_outputs_and_sleep_wake_keeps_them(colocated):
     engine.sleep()
     engine.wake_up()
     assert [c.completion_ids for c in engine.generate(PROMPTS, greedy)] == [c.completion_ids for c in changed]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_grpo_with_the_vllm_engine_and_no_vllm_is_a_one_line_error(tiny_random_model, tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "thinkrl.cli", "grpo", "--set", "rollout.engine=vllm",
+                           "--set", f"model.name={tiny_random_model}", "--set", f"run.output_dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "pip install 'thinkrl[vllm]'" in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr

@@ -64,7 +64,9 @@ def test_one_step_moves_policy_toward_higher_reward(tiny_random_model, tmp_path)
     before = objective(policy.model, rollout.completions, rollout.advantages, pad)
     weights = [p.detach().clone() for p in policy.model.parameters()]
     optimizer, scheduler = build_optimizer(policy.model, cfg.optim, total_updates=1)
-    stats = update_policy(policy.model, None, optimizer, scheduler, rollout, pad, cfg)
+    from accelerate import Accelerator
+
+    stats = update_policy(Accelerator(), policy.model, None, optimizer, scheduler, rollout, pad, cfg)
     after = objective(policy.model, rollout.completions, rollout.advantages, pad)
 
     assert any(not torch.equal(w, p) for w, p in zip(weights, policy.model.parameters()))

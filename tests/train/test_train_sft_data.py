@@ -138,6 +138,20 @@ def test_parquet_json_and_saved_dataset_sources_read_alike(tiny_tok, tmp_path):
         assert [ex.input_ids for ex in data.train] == [ex.input_ids for ex in expected.train[:3]], source
 
 
+def test_extra_paths_are_read_after_path_and_limit_counts_them_all(tiny_tok, tmp_path):
+    """R1 stage 3 mixes rejection-sampled traces with general data: several sources, one run."""
+    first = write_jsonl(tmp_path / "traces.jsonl", [{"prompt": f"User: {i}.", "response": f"<answer>{i}</answer>"}
+                                                      for i in range(3)])
+    general = write_jsonl(tmp_path / "general.jsonl", [{"messages": [{"role": "user", "content": "hi"},
+                                                                      {"role": "assistant", "content": "hello"}]}])
+    data = load_sft_data(SFTDataConfig(path=str(first), extra_paths=[str(general), "task:chain"], task_size=2),
+                         tiny_tok, seed=0)
+    texts = [tiny_tok.decode(ex.input_ids) for ex in data.train]
+    assert len(texts) == 6 and "<answer>0</answer>" in texts[0] and "hello" in texts[3] and "<think>" in texts[4]
+    limited = load_sft_data(SFTDataConfig(path=str(first), extra_paths=[str(general)], limit=4), tiny_tok, seed=0)
+    assert len(limited.train) == 4
+
+
 def test_task_source_gives_scratchpad_responses(tiny_tok):
     data = load_sft_data(SFTDataConfig(path="task:chain", task_size=5, eval_fraction=0.2), tiny_tok, seed=0)
     assert (len(data.train), len(data.eval)) == (4, 1)

@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 from rich.console import Console
 
 from thinkrl.commands import get_command
-from thinkrl.config import Config, build_config
+from thinkrl.config import Config, build_config, merge_dicts, read_yaml
 from thinkrl.errors import ConfigError
 from thinkrl.pipeline.stages import stage_kind
 
@@ -39,9 +39,18 @@ _REF = re.compile(r"\$\{([A-Za-z0-9_\-]+)\}")
 
 class StageSpec(Config):
     name: str = Field(..., description="stage name: its folder under the run folder, and what ${name} refers to")
-    command: str = Field(..., description="the thinkrl command this stage runs (tiny, zero, grpo, sft, sample, distill, eval)")
+    command: str = Field(..., description="the thinkrl command this stage runs "
+                         "(tiny, zero, grpo, sft, sample, distill, eval)")
+    config_file: str | None = Field(None, description="the command's YAML config file to start from (e.g. "
+                                    "configs/r1-zero-qwen2.5-math-7b.yaml); `config` is applied on top of it")
     config: dict[str, Any] = Field(default_factory=dict, description="the command's config (as in its YAML file); "
                                    "${stage} in a string is replaced by that stage's output")
+
+    def merged_config(self) -> dict[str, Any]:
+        """config_file's contents with `config` on top (sections merged, other values replaced)."""
+        if self.config_file is None:
+            return self.config
+        return merge_dicts(read_yaml(self.config_file), self.config)
     label: str | None = Field(None, description="row name in the summary table (eval stages)")
 
 
@@ -61,7 +70,7 @@ class PipelineConfig(Config):
             if not re.fullmatch(r"[A-Za-z0-9_\-]+", stage.name):
                 raise ValueError(f"stage name '{stage.name}' must be letters, digits, '_' or '-'")
             stage_kind(stage.command)  # an unknown command fails here, naming the valid ones
-            for ref in references(stage.config):
+            for ref in references(stage.merged_config()):
                 if ref not in seen:
                     raise ValueError(f"stage '{stage.name}' reads ${{{ref}}}, which is not an earlier stage")
             seen.add(stage.name)
@@ -87,8 +96,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     started = time.perf_counter()
     for index, stage in enumerate(cfg.stages, start=1):
         folder = root / stage.name
-        resolved = substitute(stage.config, {name: rec["output"] for name, rec in records.items()})
-        key = stage_key(stage.command, resolved, [records[r]["key"] for r in sorted(references(stage.config))])
+        config = stage.merged_config()
+        resolved = substitute(config, {name: rec["output"] for name, rec in records.items()})
+        key = stage_key(stage.command, resolved, [records[r]["key"] for r in sorted(references(config))])
         state = read_state(folder)
         if cfg.only and stage.name not in cfg.only:
             if state.get("status") != "done":
@@ -137,7 +147,8 @@ def check_stage_configs(cfg: PipelineConfig) -> None:
     reported now, not after an hour of stages 1-8 (${stage} stands in as a placeholder path)."""
     for stage in cfg.stages:
         kind, command = stage_kind(stage.command), get_command(stage.command)
-        placeholder = substitute(stage.config, {name: f"/{name}" for name in references(stage.config)})
+        config = stage.merged_config()
+        placeholder = substitute(config, {name: f"/{name}" for name in references(config)})
         try:
             build_config(command.config_model(), kind.place(placeholder, Path(cfg.output_dir) / stage.name, False))
         except ConfigError as exc:

@@ -6,6 +6,7 @@ the sampling in the rollout engine, the grading in `thinkrl.rewards`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -17,10 +18,12 @@ from thinkrl.algos import group_advantages, policy_loss
 from thinkrl.config import to_yaml
 from thinkrl.data.loaders import load_examples
 from thinkrl.data.templates import prompt_prefills_think, render_prompt
+from thinkrl.errors import ConfigError
 from thinkrl.rollout.base import SamplingParams
 from thinkrl.rollout.transformers_engine import TransformersEngine
 from thinkrl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from thinkrl.train.config import GRPOConfig
+from thinkrl.train.distributed import check_launch, gather_rollout, local_share, reduce_weighted
 from thinkrl.train.grpo_metrics import LearningWarnings, step_metrics
 from thinkrl.train.model_setup import build_optimizer, load_policy, save_final_model
 from thinkrl.train.policy import (
@@ -50,26 +53,32 @@ class GRPOResult:
 
 
 def train_grpo(cfg: GRPOConfig) -> GRPOResult:
-    run_dir = Path(cfg.run.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    """Train `cfg.model` with GRPO. Under `accelerate launch` every process samples and
+    scores its share of each step's prompts (whole groups) and DDP averages the gradients;
+    the result equals a one-process run with the same global batch, up to float tolerance."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
     if cfg.run.torch_threads:
         torch.set_num_threads(cfg.run.torch_threads)
-    torch.manual_seed(cfg.run.seed)
+    # The scheduler is stepped by hand, once per optimiser step (not once per process).
+    accelerator = Accelerator(step_scheduler_with_optimizer=False)
+    check_launch(accelerator)
+    main = accelerator.is_main_process
+    if cfg.rollout.prompts_per_step % accelerator.num_processes:
+        raise ConfigError(f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} must be divisible by the "
+                          f"number of processes ({accelerator.num_processes}): each process takes whole groups")
+    run_dir = Path(cfg.run.output_dir)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    set_seed(cfg.run.seed)
 
     policy = load_policy(cfg.model, need_reference=cfg.algo.beta > 0)
     model, tokenizer = policy.model, policy.tokenizer
-    examples, prompts = [], []
-    for source in [cfg.data, *cfg.data_mix]:  # RL for all scenarios mixes prompt sets, each with its template
-        loaded = load_examples(source)
-        examples += loaded
-        prompts += [render_prompt(ex, source.template, tokenizer, source.system_prompt) for ex in loaded]
-    for ex, prompt in zip(examples, prompts):
-        ex.meta["prompt_prefills_think"] = prompt_prefills_think(prompt)
-
+    examples, prompts = load_prompts(cfg, tokenizer)
     updates_per_step = cfg.algo.mu * cfg.optim.updates_per_pass
     optimizer, scheduler = build_optimizer(model, cfg.optim, total_updates=cfg.run.steps * updates_per_step)
-    engine = build_engine(model, tokenizer, cfg)
 
     start_step = 0
     if cfg.resume:
@@ -79,41 +88,69 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
         else:
             start_step = int(load_checkpoint(checkpoint, model, optimizer, scheduler)["step"])
             log.info("resumed from %s (step %d)", checkpoint, start_step)
-            _sync(engine, model)  # a separate engine started from the base weights
-    tracker = MetricsTracker(run_dir, cfg.run.trackers, resume_step=start_step if cfg.resume else None,
-                             config=cfg.model_dump(mode="json"))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    reference = policy.reference.to(accelerator.device) if policy.reference is not None else None
+    engine = build_engine(accelerator.unwrap_model(model), tokenizer, cfg)
+    if start_step:
+        _sync(engine, accelerator.unwrap_model(model))  # a separate engine started from the base weights
+    tracker = None
+    if main:
+        tracker = MetricsTracker(run_dir, cfg.run.trackers, resume_step=start_step if cfg.resume else None,
+                                 config=cfg.model_dump(mode="json"))
     order = PromptOrder(len(examples), cfg.run.seed)
     warnings = LearningWarnings()
     metrics: dict = {}
     step = start_step
-    with StepProgress(cfg.run.steps, start_step, "GRPO") as progress:
+    with StepProgress(cfg.run.steps, start_step, "GRPO", enabled=main) as progress:
         for step in range(start_step + 1, cfg.run.steps + 1):
             t0 = time.perf_counter()
-            rollout = collect_rollout(engine, examples, prompts, order, step, cfg)
+            rollout = collect_rollout(engine, examples, prompts, order, step, cfg,
+                                      rank=accelerator.process_index, world=accelerator.num_processes)
             if hasattr(engine, "sleep"):  # vLLM frees its KV cache while the trainer needs the memory
                 engine.sleep()
             t1 = time.perf_counter()
-            update_stats = update_policy(model, policy.reference, optimizer, scheduler, rollout, tokenizer.pad_token_id, cfg)
-            _sync(engine, model)
+            update_stats = update_policy(accelerator, model, reference, optimizer, scheduler, rollout,
+                                         tokenizer.pad_token_id, cfg)
+            _sync(engine, accelerator.unwrap_model(model))
             t2 = time.perf_counter()
-            metrics = step_metrics(rollout, update_stats, gen_time_s=t1 - t0, train_time_s=t2 - t1,
+            everything = gather_rollout(accelerator, rollout)
+            metrics = step_metrics(everything, update_stats, gen_time_s=t1 - t0, train_time_s=t2 - t1,
                                    lr=scheduler.get_last_lr()[0])
-            tracker.log(step, metrics)
-            warnings.check(step, metrics)
-            if step % cfg.run.sample_every == 0 or step == 1:
-                tracker.log_samples(step, sample_rows(rollout, limit=2 * cfg.rollout.group_size))
+            if main:
+                tracker.log(step, metrics)
+                warnings.check(step, metrics)
+                if step % cfg.run.sample_every == 0 or step == 1:
+                    tracker.log_samples(step, sample_rows(everything, limit=2 * cfg.rollout.group_size))
             if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.run.steps:
-                save_checkpoint(run_dir, step, model, tokenizer, optimizer, scheduler,
-                                extra_state={"prompts_seen": step * cfg.rollout.prompts_per_step},
-                                keep_last=cfg.run.keep_checkpoints)
+                if main:
+                    save_checkpoint(run_dir, step, accelerator.unwrap_model(model), tokenizer, optimizer.optimizer,
+                                    scheduler, extra_state={"prompts_seen": step * cfg.rollout.prompts_per_step},
+                                    keep_last=cfg.run.keep_checkpoints)
+                accelerator.wait_for_everyone()
             progress.advance(metrics)
-    tracker.close()
-    final_dir = save_final_model(model, tokenizer, run_dir / "final")
-    if cfg.run.plot:
-        from thinkrl.train.plots import plot_metrics
+    final_dir = run_dir / "final"
+    if main:
+        tracker.close()
+        save_final_model(accelerator.unwrap_model(model), tokenizer, final_dir)
+        if cfg.run.plot:
+            from thinkrl.train.plots import plot_metrics
 
-        plot_metrics(tracker.metrics_path, run_dir / "plots")
+            plot_metrics(tracker.metrics_path, run_dir / "plots")
+    accelerator.wait_for_everyone()
     return GRPOResult(run_dir=run_dir, final_model_dir=final_dir, steps_done=step, last_metrics=metrics)
+
+
+def load_prompts(cfg: GRPOConfig, tokenizer) -> tuple[list, list[str]]:
+    """The training examples and their rendered prompts; RL for all scenarios mixes prompt
+    sets (`data_mix`), each rendered with its own template."""
+    examples, prompts = [], []
+    for source in [cfg.data, *cfg.data_mix]:
+        loaded = load_examples(source)
+        examples += loaded
+        prompts += [render_prompt(ex, source.template, tokenizer, source.system_prompt) for ex in loaded]
+    for ex, prompt in zip(examples, prompts):
+        ex.meta["prompt_prefills_think"] = prompt_prefills_think(prompt)
+    return examples, prompts
 
 
 def build_engine(model, tokenizer, cfg: GRPOConfig):
@@ -133,24 +170,29 @@ def _sync(engine, model) -> None:
         engine.sync_weights(model)
 
 
-def collect_rollout(engine, examples, prompts, order: PromptOrder, step: int, cfg: GRPOConfig) -> Rollout:
-    """Sample, score and compute advantages for one step's prompts; with dynamic sampling,
-    keep sampling fresh prompts until enough groups have reward variance (bounded)."""
-    G, P = cfg.rollout.group_size, cfg.rollout.prompts_per_step
-    generator = torch.Generator().manual_seed(cfg.run.seed * 7919 + step)
+def collect_rollout(engine, examples, prompts, order: PromptOrder, step: int, cfg: GRPOConfig,
+                    rank: int = 0, world: int = 1) -> Rollout:
+    """Sample, score and compute advantages for this process's share of one step's prompts;
+    with dynamic sampling, keep sampling fresh prompts until enough groups have reward
+    variance (bounded)."""
+    G, P = cfg.rollout.group_size, cfg.rollout.prompts_per_step // world
+    # refills come from a stream keyed by step (and process), so resuming reproduces them
+    generator = torch.Generator().manual_seed(cfg.run.seed * 7919 + step + rank * 1_000_033)
     kept_examples, kept_completions, kept_rewards, kept_scores = [], [], [], []
     groups_sampled = zero_var_groups = generated = 0
     rounds = 1 + (cfg.algo.max_refill_rounds if cfg.algo.dynamic_sampling else 0)
     for round_ in range(rounds):
         if round_ == 0:
-            index = order.take((step - 1) * P, P)
-        else:  # refills come from a stream keyed by step, so resuming reproduces them
+            index = local_share(order.take((step - 1) * cfg.rollout.prompts_per_step, cfg.rollout.prompts_per_step),
+                                rank, world)
+        else:
             index = torch.randint(len(examples), (P,), generator=generator).tolist()
         params = SamplingParams(n=G, max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
                                 top_p=cfg.rollout.top_p, seed=cfg.run.seed * 1_000_003 + step * 101 + round_)
         batch_examples = [examples[i] for i in index]
         completions, scores = sample_and_score(engine, [prompts[i] for i in index], batch_examples, params,
-                                               cfg.rewards, cfg.rollout.reward_workers, cfg.rewards_by_kind)
+                                               cfg.rewards, cfg.rollout.reward_workers, cfg.rewards_by_kind,
+                                               block=max(1, cfg.rollout.batch_size // G), first_prompt=rank * P)
         rewards = torch.tensor(scores.total, dtype=torch.float32)
         if cfg.algo.control == "shuffle":
             rewards = shuffle_within_groups(rewards, G, generator)
@@ -178,58 +220,70 @@ def collect_rollout(engine, examples, prompts, order: PromptOrder, step: int, cf
                    zero_variance_groups=zero_var_groups, generated_tokens=generated)
 
 
-def update_policy(model, reference, optimizer, scheduler, rollout: Rollout, pad_id: int, cfg: GRPOConfig) -> dict:
+def update_policy(accelerator, model, reference, optimizer, scheduler, rollout: Rollout, pad_id: int,
+                  cfg: GRPOConfig) -> dict:
     """mu passes over the rollout batch, each split into optimiser steps of micro-batches."""
-    batch = build_policy_batch(rollout.completions, pad_id)
+    device = accelerator.device
+    world = accelerator.num_processes
+    policy = accelerator.unwrap_model(model)
+    batch = build_policy_batch(rollout.completions, pad_id).to(device)
+    advantages = rollout.advantages.to(device)
     temperature, micro = cfg.rollout.temperature, cfg.optim.micro_batch_size
     # Old log-probs are taken once per rollout; with mu=1 the policy has not moved yet, so the
     # ratio is exactly 1 and logp.detach() serves, saving a forward pass.
-    old_logp = frozen_logprobs(model, batch, temperature, micro) if cfg.algo.mu > 1 else None
+    old_logp = frozen_logprobs(policy, batch, temperature, micro) if cfg.algo.mu > 1 else None
     ref_logp = None
     if cfg.algo.beta > 0:
         if reference is None:  # LoRA: the reference is the base, adapter switched off
-            ref_logp = frozen_logprobs(model, batch, temperature, micro, disable_adapter=True)
+            ref_logp = frozen_logprobs(policy, batch, temperature, micro, disable_adapter=True)
         else:
             ref_logp = frozen_logprobs(reference, batch, temperature, micro)
     model.train()
     generator = torch.Generator().manual_seed(cfg.run.seed + len(batch))
     totals: dict[str, float] = {}
+    seen_tokens = 0.0
     grad_norms = []
     chunk = len(batch) // cfg.optim.updates_per_pass
     for _ in range(cfg.algo.mu):
         order = torch.randperm(len(batch), generator=generator)
         for start in range(0, len(batch), chunk):
             update_index = order[start:start + chunk]
-            update_tokens = float(batch.loss_mask[update_index].sum().clamp(min=1))
-            for mb_start in range(0, len(update_index), micro):
+            update_tokens = batch.loss_mask[update_index].sum()
+            if cfg.algo.aggregation == "token":  # token means are over the tokens of all processes
+                update_tokens = accelerator.reduce(update_tokens, reduction="sum") / world
+            update_tokens = float(update_tokens.clamp(min=1))
+            starts = list(range(0, len(update_index), micro))
+            for mb_start in starts:
                 index = update_index[mb_start:mb_start + micro]
                 part = batch.select(index)
                 width = part.loss_mask.shape[1]
-                logp, entropy = policy_logprobs(model, part, temperature, with_entropy=True)
-                old = old_logp[index, :width] if old_logp is not None else logp.detach()
-                ref = ref_logp[index, :width] if ref_logp is not None else None
-                loss, stats = policy_loss(logp, old, rollout.advantages[index], part.loss_mask,
-                                          eps_low=cfg.algo.eps_low, eps_high=cfg.algo.eps_high, ref_logp=ref,
-                                          beta=cfg.algo.beta, aggregation=cfg.algo.aggregation,
-                                          max_len_norm=cfg.rollout.max_new_tokens)
-                tokens = float(part.loss_mask.sum())
-                # Micro-batch losses are means over their own rows or tokens; weighting them
-                # by their share makes the accumulated gradient that of the whole update batch.
-                weight = tokens / update_tokens if cfg.algo.aggregation == "token" else len(index) / len(update_index)
-                (loss * weight).backward()
+                # gradients are averaged over processes once, on the update's last micro-batch
+                sync = mb_start == starts[-1]
+                with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                    logp, entropy = policy_logprobs(model, part, temperature, with_entropy=True)
+                    old = old_logp[index, :width] if old_logp is not None else logp.detach()
+                    ref = ref_logp[index, :width] if ref_logp is not None else None
+                    loss, stats = policy_loss(logp, old, advantages[index], part.loss_mask,
+                                              eps_low=cfg.algo.eps_low, eps_high=cfg.algo.eps_high, ref_logp=ref,
+                                              beta=cfg.algo.beta, aggregation=cfg.algo.aggregation,
+                                              max_len_norm=cfg.rollout.max_new_tokens)
+                    tokens = float(part.loss_mask.sum())
+                    # Micro-batch losses are means over their own rows or tokens; weighting them
+                    # by their share makes the accumulated gradient that of the whole update batch.
+                    weight = tokens / update_tokens if cfg.algo.aggregation == "token" else len(index) / len(update_index)
+                    accelerator.backward(loss * weight)
                 stats = dict(stats)
                 stats["loss"] = float(loss.detach())
                 stats["entropy"] = float((entropy * part.loss_mask).sum() / part.loss_mask.sum().clamp(min=1))
                 for key, value in stats.items():
                     totals[key] = totals.get(key, 0.0) + float(value) * tokens
-                totals["_tokens"] = totals.get("_tokens", 0.0) + tokens
+                seen_tokens += tokens
             params = [p for p in model.parameters() if p.requires_grad]
-            grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm)))
+            grad_norms.append(float(accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm)))
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-    tokens = totals.pop("_tokens", 1.0) or 1.0
-    out = {key: value / tokens for key, value in totals.items()}
+    out = reduce_weighted(accelerator, totals, seen_tokens)
     out["grad_norm"] = sum(grad_norms) / len(grad_norms)
     return out
 

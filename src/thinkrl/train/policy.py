@@ -27,6 +27,9 @@ class PolicyBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    def to(self, device: torch.device | str) -> PolicyBatch:
+        return PolicyBatch(self.input_ids.to(device), self.attention_mask.to(device), self.loss_mask.to(device))
+
     def select(self, index: torch.Tensor) -> PolicyBatch:
         """Rows `index`, trimmed to their own longest sequence (less padding, less compute)."""
         attention = self.attention_mask[index]

@@ -7,7 +7,7 @@ signal, so they can be dropped and replaced by fresh prompts.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -58,8 +58,22 @@ class PromptOrder:
 
 def sample_and_score(engine: RolloutEngine, prompts: list[str], examples: list[Example], params: SamplingParams,
                      terms: list[RewardTerm], reward_workers: int,
-                     terms_by_kind: dict[str, list[RewardTerm]] | None = None) -> tuple[list[Completion], RewardScores]:
-    completions = engine.generate(prompts, params)
+                     terms_by_kind: dict[str, list[RewardTerm]] | None = None,
+                     block: int | None = None, first_prompt: int = 0) -> tuple[list[Completion], RewardScores]:
+    """Sample `params.n` completions per prompt and score them (each kind with its own spec).
+
+    Generation goes in blocks of `block` prompts, block b seeded with params.seed + 7*b where
+    b counts from the step's first prompt (`first_prompt` is this process's offset in it), so
+    the samples of a prompt do not depend on how the step's prompts are split over processes.
+    """
+    block = block or max(len(prompts), 1)
+    completions: list[Completion] = []
+    for start in range(0, len(prompts), block):
+        seed = None if params.seed is None else params.seed + 7 * ((first_prompt + start) // block)
+        part = engine.generate(prompts[start:start + block], replace(params, seed=seed))
+        for c in part:
+            c.prompt_index += start
+        completions += part
     repeated = [examples[c.prompt_index] for c in completions]
     scores = score_routed([c.text for c in completions], repeated, terms, terms_by_kind or {}, workers=reward_workers)
     return completions, scores

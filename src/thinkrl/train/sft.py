@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from thinkrl.config import to_yaml
 from thinkrl.errors import ConfigError
 from thinkrl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from thinkrl.train.distributed import check_launch
 from thinkrl.train.model_setup import build_optimizer, load_policy, save_final_model
 from thinkrl.train.progress import StepProgress
 from thinkrl.train.sft_config import SFTConfig
@@ -72,6 +73,7 @@ def train_sft(cfg: SFTConfig, on_step: Callable[[int, dict], None] | None = None
     processes = accelerator.num_processes
     accum = micro_batches_per_step(cfg, processes)
     accelerator.gradient_accumulation_steps = accum
+    check_launch(accelerator)
     main = accelerator.is_main_process
     run_dir = Path(cfg.run.output_dir)
     if main:

@@ -26,6 +26,8 @@ class SFTDataConfig(Config):
         description="rows: a .jsonl/.json/.parquet file, a folder (save_to_disk or data files), or task:NAME "
         "(a synthetic task's problems with their correct scratchpads as responses)",
     )
+    extra_paths: list[str] = Field([], description="more sources read after path, same columns (e.g. general, "
+                                   "non-reasoning data next to rejection-sampled traces: R1 stage 3)")
     split: str = Field("train", description="split to read from a folder holding several")
     prompt_field: str = Field("prompt", description="column holding the prompt (used verbatim unless data.template says)")
     response_field: str = Field("response", description="column holding the response the model learns to write")

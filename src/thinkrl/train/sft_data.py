@@ -111,15 +111,19 @@ def load_sft_data(cfg: SFTDataConfig, tokenizer: Any, seed: int) -> SFTData:
 
 
 def read_sft_rows(cfg: SFTDataConfig) -> Iterator[SFTRow]:
-    """The rows `cfg.path` names, at most `cfg.limit`; a malformed row stops with FILE:LINE."""
-    if cfg.path.startswith("task:"):
-        rows = _task_rows(cfg)
-    else:
-        rows = (_pick_fields(where, row, cfg) for where, row in _source_rows(Path(cfg.path).expanduser(), cfg.split))
-    for count, row in enumerate(rows):
-        if cfg.limit is not None and count >= cfg.limit:
-            return
-        yield row
+    """The rows of `cfg.path` then of each of `cfg.extra_paths`, at most `cfg.limit` in all;
+    a malformed row stops with FILE:LINE."""
+    count = 0
+    for path in [cfg.path, *cfg.extra_paths]:
+        if path.startswith("task:"):
+            rows = _task_rows(cfg.model_copy(update={"path": path}))
+        else:
+            rows = (_pick_fields(where, row, cfg) for where, row in _source_rows(Path(path).expanduser(), cfg.split))
+        for row in rows:
+            if cfg.limit is not None and count >= cfg.limit:
+                return
+            count += 1
+            yield row
 
 
 def _source_rows(path: Path, split: str) -> Iterator[tuple[str, Mapping[str, Any] | RowError]]:

@@ -1,0 +1,71 @@
+"""What a multi-process GRPO run needs beyond DDP itself: each process's share of the
+step's prompts, and the step's rollout and update statistics gathered for logging.
+
+Groups never straddle processes: process r takes prompts [r*p, (r+1)*p) of the step, with
+all G samples of each, so advantages are computed where the group lives and need no
+communication. Only the metrics are gathered, for the main process to log.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from thinkrl.rewards import RewardScores
+from thinkrl.train.rollouts import Rollout
+
+
+def local_share(index: list[int], rank: int, world: int) -> list[int]:
+    """This process's prompts among the step's `index` (len(index) divisible by world)."""
+    per = len(index) // world
+    return index[rank * per:(rank + 1) * per]
+
+
+def gather_rollout(accelerator, rollout: Rollout) -> Rollout:
+    """Every process's rollout, concatenated in rank order (the main process logs it)."""
+    if accelerator.num_processes == 1:
+        return rollout
+    from accelerate.utils import gather_object
+
+    scores = rollout.scores
+    names = list(scores.by_name)
+    return Rollout(
+        examples=gather_object(list(rollout.examples)),
+        completions=gather_object(list(rollout.completions)),
+        rewards=torch.tensor(gather_object(rollout.rewards.tolist())),
+        advantages=torch.tensor(gather_object(rollout.advantages.tolist())),
+        scores=RewardScores(
+            total=gather_object(list(scores.total)),
+            by_name={n: gather_object(list(scores.by_name[n])) for n in names},
+            reasons={n: gather_object(list(scores.reasons[n])) for n in names},
+            errors=sum(gather_object([scores.errors])), timeouts=sum(gather_object([scores.timeouts])),
+        ),
+        group_size=rollout.group_size,
+        groups_sampled=sum(gather_object([rollout.groups_sampled])),
+        zero_variance_groups=sum(gather_object([rollout.zero_variance_groups])),
+        generated_tokens=sum(gather_object([rollout.generated_tokens])),
+    )
+
+
+def reduce_weighted(accelerator, totals: dict[str, float], weight: float) -> dict[str, float]:
+    """Token-weighted means over all processes of per-process sums (`totals[k]` = sum of
+    value x tokens on this process, `weight` = its tokens)."""
+    keys = sorted(totals)
+    packed = torch.tensor([totals[k] for k in keys] + [weight], dtype=torch.float64, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        packed = accelerator.reduce(packed, reduction="sum")
+    denominator = float(packed[-1]) or 1.0
+    return {k: float(v) / denominator for k, v in zip(keys, packed[:-1].tolist())}
+
+
+def check_launch(accelerator) -> None:
+    """Refuse launches whose sharded states thinkrl cannot checkpoint yet, rather than write
+    checkpoints that hold one process's shard. DDP (any number of processes) is supported."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        from thinkrl.errors import ConfigError
+
+        raise ConfigError(
+            f"this launch shards the model or optimizer ({accelerator.distributed_type.value}); thinkrl's checkpoints "
+            "and final model do not gather sharded states yet. Launch with configs/accelerate/ddp.yaml "
+            "(add model.lora.enabled=true when the full model's optimizer does not fit one GPU)")
