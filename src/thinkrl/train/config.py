@@ -61,12 +61,17 @@ class AlgoConfig(Config):
     control: Literal["none", "shuffle"] = Field("none", description="shuffle: permute rewards within each group (a control that must not learn)")
 
 
-class OptimConfig(Config):
+class AdamWConfig(Config):
+    """AdamW and its schedule: what `build_optimizer` reads (GRPO and SFT alike)."""
+
     lr: float = Field(3e-4, gt=0, description="peak learning rate (paper, 7B+: 3e-6; tiny default: 3e-4)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     warmup_steps: int = Field(0, ge=0, description="linear warm-up, in optimiser steps")
     schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="lr after warm-up")
-    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping (global norm)")
+
+
+class OptimConfig(AdamWConfig):
     micro_batch_size: int = Field(32, ge=1, description="samples per forward/backward (gradient accumulation below that)")
     updates_per_pass: int = Field(1, ge=1, description="optimiser steps per pass over the rollout batch")
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from thinkrl.models import load_model, load_tokenizer
-from thinkrl.train.config import LoraConfig, ModelConfig, OptimConfig
+from thinkrl.train.config import AdamWConfig, LoraConfig, ModelConfig
 
 
 @dataclass
@@ -45,7 +45,7 @@ def apply_lora(model, cfg: LoraConfig):
     return get_peft_model(model, peft_cfg)
 
 
-def build_optimizer(model, cfg: OptimConfig, total_updates: int):
+def build_optimizer(model, cfg: AdamWConfig, total_updates: int):
     from transformers import get_scheduler
 
     params = [p for p in model.parameters() if p.requires_grad]

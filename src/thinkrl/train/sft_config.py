@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from thinkrl.config import Config
-from thinkrl.train.config import ModelConfig
+from thinkrl.train.config import AdamWConfig, ModelConfig
 
 SFTTemplate = Literal["auto", "none", "r1_zero", "r1_zero_short", "chat", "plain"]
 
@@ -48,14 +48,11 @@ class SFTDataConfig(Config):
     task_seed: int = Field(0, description="seed of a task: source (1234 is the held-out split: do not train on it)")
 
 
-class SFTOptimConfig(Config):
-    """AdamW and its schedule (the fields `build_optimizer` reads)."""
+class SFTOptimConfig(AdamWConfig):
+    """AdamW for SFT: a cosine decay by default."""
 
     lr: float = Field(3e-4, gt=0, description="peak learning rate (tiny default: 3e-4; 7B+ models: ~1e-5)")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    warmup_steps: int = Field(0, ge=0, description="linear warm-up, in optimiser steps")
     schedule: Literal["constant", "linear", "cosine"] = Field("cosine", description="lr after warm-up")
-    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping (global norm)")
 
 
 class SFTRunConfig(Config):
