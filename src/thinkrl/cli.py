@@ -148,6 +148,10 @@ def main() -> None:
     except ThinkrlError as exc:  # raised outside a command body (e.g. while building help)
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
+    finally:
+        from thinkrl.processes import close_process_group
+
+        close_process_group()
 
 
 if __name__ == "__main__":

@@ -1,14 +1,15 @@
-"""Launched by test_train_grpo_ddp, once as a plain process and once under `accelerate
-launch` with 2 CPU processes: runs `train_grpo` with the config given as `field=value`
-overrides. With GRPO_WORLD_FILE set, each process appends the world size it saw."""
+"""Launched by test_train_grpo_ddp, as a plain process and under `accelerate launch` with 2
+CPU processes (DDP or FSDP, see launching.py): runs `train_grpo` with the config given as
+`field=value` overrides. With GRPO_WORLD_FILE set, each process records the launch it saw."""
 
 import os
 import sys
 
 import torch
-from accelerate import PartialState
+from launching import fsdp_on_cpu, record_world
 
 from thinkrl.config import load_config
+from thinkrl.processes import close_process_group
 from thinkrl.rewards import RewardResult, register
 from thinkrl.train.config import GRPOConfig
 from thinkrl.train.grpo import train_grpo
@@ -23,7 +24,8 @@ def sevens(completion: str, example, **options) -> RewardResult:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
+    if os.environ.get("FSDP_ON_CPU") == "1":
+        fsdp_on_cpu()
     train_grpo(load_config(GRPOConfig, None, sys.argv[1:]))
-    if os.environ.get("GRPO_WORLD_FILE"):
-        with open(os.environ["GRPO_WORLD_FILE"], "a") as f:
-            f.write(f"{PartialState().num_processes}\n")
+    record_world(os.environ.get("GRPO_WORLD_FILE"))
+    close_process_group()

@@ -1,20 +1,22 @@
-"""Launched by test_train_sft under `accelerate launch`: runs `train_sft` with the config
-given as `section.field=value` overrides, one per argument. With SFT_WORLD_FILE set, each
-process appends the number of processes it saw, so the test knows the launch was real."""
+"""Launched by test_train_sft under `accelerate launch` (DDP or FSDP, see launching.py): runs
+`train_sft` with the config given as `section.field=value` overrides, one per argument. With
+SFT_WORLD_FILE set, each process records the launch it saw, so the test knows it was real."""
 
 import os
 import sys
 
 import torch
-from accelerate import PartialState
+from launching import fsdp_on_cpu, record_world
 
 from thinkrl.config import load_config
+from thinkrl.processes import close_process_group
 from thinkrl.train.sft import train_sft
 from thinkrl.train.sft_config import SFTConfig
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
+    if os.environ.get("FSDP_ON_CPU") == "1":
+        fsdp_on_cpu()
     train_sft(load_config(SFTConfig, None, sys.argv[1:]))
-    if os.environ.get("SFT_WORLD_FILE"):
-        with open(os.environ["SFT_WORLD_FILE"], "a") as f:
-            f.write(f"{PartialState().num_processes}\n")
+    record_world(os.environ.get("SFT_WORLD_FILE"))
+    close_process_group()

@@ -5,14 +5,11 @@ interrupted run resumes to the unbroken result, gradient accumulation and 2 proc
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from launching import launch_two
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -110,12 +107,6 @@ def test_packing_trains(tiny_random_model, pattern_rows, tmp_path):
     assert rows[-1]["loss"] < 0.5 * rows[0]["loss"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Interrupted(Exception):
     pass
 
@@ -147,24 +138,27 @@ def test_batch_must_split_into_micro_batches(tiny_random_model, pattern_rows, tm
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(tiny_random_model, pattern_rows, tmp_path):
-    """`accelerate launch` with 2 CPU processes (DDP over gloo) and the same global batch ends
-    at the weights one process gets. accelerate's `--cpu` flag starts a single process
-    (accelerate#2741), so the launch goes through torchrun (`--multi_gpu`) with
-    ACCELERATE_USE_CPU=1, which makes accelerate pick the CPU and gloo."""
-    overrides = ["run.micro_batch_size=2", "run.epochs=2"]  # 4 steps per epoch, the last one short
+@pytest.mark.parametrize("sharding, launch_type", [("ddp", "MULTI_CPU"), ("fsdp", "FSDP")])
+def test_two_processes_match_one(tiny_random_model, pattern_rows, tmp_path, sharding, launch_type):
+    """`accelerate launch` with 2 CPU processes (DDP, or FSDP2 from configs/accelerate/fsdp.yaml;
+    see launching.py) and the same global batch ends at the weights one process gets, and
+    the checkpoint holds the whole model, as one process writes it."""
+    # 27 training rows: 4 steps per epoch, the last one short; the eval loss (main process
+    # only, so under FSDP on unsharded weights) every 3 steps, in the middle of training.
+    overrides = ["run.micro_batch_size=2", "run.epochs=2", "run.save_every=4", "data.eval_fraction=0.1", "run.eval_every=3"]
     one = train_sft(sft_config(tiny_random_model, pattern_rows, tmp_path / "one", *overrides))
     args = [f"model.name={tiny_random_model}", f"data.path={pattern_rows}", f"run.output_dir={tmp_path / 'two'}",
             "run.batch_size=8", "optim.lr=0.01", "optim.schedule=constant", "run.plot=false", "run.torch_threads=1",
             *overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "SFT_WORLD_FILE": str(tmp_path / "world")}
-    launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--main_process_port", str(free_port()), str(REPO / "tests" / "train" / "sft_ddp_script.py"), *args]
-    proc = subprocess.run(launch, check=False, env=env, capture_output=True, text=True, timeout=300)
+    proc = launch_two(REPO / "tests" / "train" / "sft_ddp_script.py", args, {"SFT_WORLD_FILE": str(tmp_path / "world")},
+                      sharding)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "world").read_text().split() == ["2", "2"]  # both ranks saw a world of 2
+    assert (tmp_path / "world").read_text().split() == [f"2:{launch_type}"] * 2  # both ranks saw the launch
     assert max_diff(weights(one.final_model_dir), weights(tmp_path / "two" / "final")) < 1e-5
+    step4 = Path("checkpoints") / "step-000004"
+    assert max_diff(weights(tmp_path / "one" / step4), weights(tmp_path / "two" / step4)) < 1e-5
     one_rows, two_rows = read_metrics(tmp_path / "one" / "metrics.jsonl"), read_metrics(tmp_path / "two" / "metrics.jsonl")
     assert [r["loss"] for r in two_rows] == pytest.approx([r["loss"] for r in one_rows], abs=1e-5)
     assert [r["grad_norm"] for r in two_rows] == pytest.approx([r["grad_norm"] for r in one_rows], rel=1e-4)
+    evals = [[r["eval_loss"] for r in rows if "eval_loss" in r] for rows in (one_rows, two_rows)]
+    assert len(evals[0]) == 3 and evals[1] == pytest.approx(evals[0], abs=1e-5)

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from thinkrl.config import Config
 from thinkrl.pipeline.sample import SampleConfig, SampleResult, run_sample
+from thinkrl.processes import main_process_only
 from thinkrl.train.checkpoint import latest_checkpoint
 from thinkrl.train.sft import SFTResult, train_sft
 from thinkrl.train.sft_config import SFTConfig
@@ -38,7 +39,7 @@ class DistillResult:
 def run_distill(cfg: DistillConfig) -> DistillResult:
     out = Path(cfg.output_dir)
     teacher = cfg.teacher.model_copy(update={"output_dir": str(out / "teacher-samples")})
-    samples = run_sample(teacher)
+    samples = main_process_only(lambda: run_sample(teacher))  # under accelerate launch, sampled once
     if samples.kept == 0:
         from thinkrl.errors import ThinkrlError
 

@@ -10,6 +10,8 @@ resolved config and of the keys of the stages it reads from. A rerun:
     for the training commands; `sample` continues from its finished shards);
   - starts afresh a stage whose key changed (and so, through the keys, every stage after
     it that reads its output).
+Under `accelerate launch` every process runs the pipeline: training stages run on all of
+them, the others (sampling, evaluation) and all bookkeeping on the main process alone.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from thinkrl.commands import get_command
 from thinkrl.config import Config, build_config, merge_dicts, read_yaml
 from thinkrl.errors import ConfigError
 from thinkrl.pipeline.stages import stage_kind
+from thinkrl.processes import is_main_launched_process, main_process_only
 
 log = logging.getLogger(__name__)
 STATE = "stage.json"
@@ -84,7 +87,7 @@ class PipelineConfig(Config):
 
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """Run (or skip, or resume) every stage in order; returns {stage: its record}."""
-    console = Console()
+    console = Console(quiet=not is_main_launched_process())
     root = Path(cfg.output_dir)
     root.mkdir(parents=True, exist_ok=True)
     if cfg.torch_threads:
@@ -99,7 +102,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         config = stage.merged_config()
         resolved = substitute(config, {name: rec["output"] for name, rec in records.items()})
         key = stage_key(stage.command, resolved, [records[r]["key"] for r in sorted(references(config))])
-        state = read_state(folder)
+        state = main_process_only(lambda folder=folder: read_state(folder))
         if cfg.only and stage.name not in cfg.only:
             if state.get("status") != "done":
                 raise ConfigError(f"stage '{stage.name}' has not finished; later stages need it (drop it from 'only')")
@@ -112,11 +115,11 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
             continue
         resume = state.get("status") == "running" and state.get("key") == key
         if state and not resume:  # a different config: what is there belongs to another run
-            shutil.rmtree(folder)
+            main_process_only(lambda folder=folder: shutil.rmtree(folder))
         console.rule(f"{header}: {'resuming' if resume else 'running'}")
         records[stage.name] = run_stage(stage, resolved, folder, key, resume)
     summary = {"seconds": round(time.perf_counter() - started, 1), "stages": records}
-    write_json(root / "summary.json", summary)
+    main_process_only(lambda: write_json(root / "summary.json", summary))
     from thinkrl.pipeline.summary import print_summary
 
     print_summary(cfg, records, console)
@@ -129,17 +132,27 @@ def run_stage(stage: StageSpec, resolved: dict[str, Any], folder: Path, key: str
     command = get_command(stage.command)
     data = kind.place(resolved, folder, resume)
     config = build_config(command.config_model(), data)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / STATE, {"status": "running", "key": key, "command": stage.command})
+
+    def start() -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / STATE, {"status": "running", "key": key, "command": stage.command})
+
+    def finish() -> dict[str, Any]:
+        record = {"status": "done", "key": key, "command": stage.command, "output": str(kind.product_path(folder)),
+                  "seconds": round(time.perf_counter() - t0, 1), "label": stage.label}
+        metrics = kind.read_metrics(folder)
+        if metrics is not None:
+            record["metrics"] = metrics
+        write_json(folder / STATE, record)
+        return record
+
+    main_process_only(start)
     t0 = time.perf_counter()
-    command.runner()(config)
-    record = {"status": "done", "key": key, "command": stage.command, "output": str(kind.product_path(folder)),
-              "seconds": round(time.perf_counter() - t0, 1), "label": stage.label}
-    metrics = kind.read_metrics(folder)
-    if metrics is not None:
-        record["metrics"] = metrics
-    write_json(folder / STATE, record)
-    return record
+    if kind.every_process:  # training: accelerate splits the work over the launched processes
+        command.runner()(config)
+    else:
+        main_process_only(lambda: command.runner()(config))
+    return main_process_only(finish)
 
 
 def check_stage_configs(cfg: PipelineConfig) -> None:

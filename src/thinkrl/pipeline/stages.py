@@ -19,6 +19,7 @@ class StageKind:
     product: str  # what later stages get, relative to the stage folder ("" = the folder itself)
     resume_field: str | None = None  # a bool field that makes the command continue its last run
     metrics_file: str | None = None  # numbers the stage reports, relative to the stage folder
+    every_process: bool = False  # under `accelerate launch`: run on every process (training), else on the main one
 
     def place(self, config: dict[str, Any], folder: Path, resume: bool) -> dict[str, Any]:
         """The config with its output folder set to `folder` (and resume on when resuming)."""
@@ -41,14 +42,14 @@ class StageKind:
         return json.loads(path.read_text()) if path.is_file() else None
 
 
-_TRAINING = StageKind(("run", "output_dir"), "final", resume_field="resume")
+_TRAINING = StageKind(("run", "output_dir"), "final", resume_field="resume", every_process=True)
 KINDS: dict[str, StageKind] = {
     "tiny": StageKind(("output_dir",), ""),
     "zero": _TRAINING,
     "grpo": _TRAINING,
     "sft": _TRAINING,
     "sample": StageKind(("output_dir",), "data.jsonl", metrics_file="report.json"),
-    "distill": StageKind(("output_dir",), "student/final"),
+    "distill": StageKind(("output_dir",), "student/final", every_process=True),  # samples on the main process
     "eval": StageKind(("eval", "output_dir"), "metrics.json", metrics_file="metrics.json"),
 }
 

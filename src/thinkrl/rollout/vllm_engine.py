@@ -94,7 +94,7 @@ def merged_weights(model: Any) -> Iterator[list[tuple[str, Any]]]:
     """(name, tensor) pairs of the policy with any LoRA adapter merged in, named as the base
     checkpoint names them. The adapter is merged in place for the duration and unmerged on
     exit (no second copy of a 7B model); pass the model unwrapped (accelerator.unwrap_model).
-    Under ZeRO-3 / FSDP, call this inside the gather of the full parameters."""
+    Under FSDP2 every process must call it: the shards are gathered tensor by tensor."""
     model = getattr(model, "_orig_mod", model)
     is_peft = hasattr(model, "merge_adapter") and hasattr(model, "peft_config")
     if is_peft:
@@ -108,6 +108,8 @@ def merged_weights(model: Any) -> Iterator[list[tuple[str, Any]]]:
             # A tied head is the embedding: vLLM ties it itself and rejects a second copy.
             if name is None or (tied and name == "lm_head.weight"):
                 continue
+            if hasattr(tensor, "full_tensor"):  # an FSDP2 shard (DTensor): gather it (collective)
+                tensor = tensor.full_tensor()
             items.append((name, tensor.detach()))
         yield items
     finally:

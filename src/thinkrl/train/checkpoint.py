@@ -20,6 +20,7 @@ the previous, complete checkpoint.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -29,8 +30,11 @@ from typing import Any
 
 import torch
 
+log = logging.getLogger(__name__)
+
 STATE_NAME = "trainer_state.json"  # written last: its presence marks a finished folder
 POINTER_NAME = "latest"
+OPTIMIZER_NAME = "optimizer.pt"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 _TMP_PREFIX = ".tmp-"
 
@@ -44,9 +48,13 @@ def save_checkpoint(
     scheduler,
     extra_state: dict[str, Any] | None = None,
     keep_last: int = 2,
+    model_state: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write the checkpoint for `step` atomically, point `latest` at it, keep the newest
-    `keep_last`. Returns the checkpoint folder. `extra_state` must be JSON-serialisable."""
+    `keep_last`. Returns the checkpoint folder. `extra_state` must be JSON-serialisable.
+    `model_state`/`optimizer_state`, when given, are written instead of the objects' own
+    (FSDP: the whole states gathered from the shards)."""
     if keep_last < 1:
         raise ValueError(f"keep_last must be >= 1, got {keep_last}")
     extra_state = dict(extra_state or {})
@@ -60,7 +68,7 @@ def save_checkpoint(
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        _write_contents(tmp, step, model, tokenizer, optimizer, scheduler, extra_state)
+        _write_contents(tmp, step, model, tokenizer, optimizer, scheduler, extra_state, model_state, optimizer_state)
         _fsync_tree(tmp)
         final = _publish(tmp, root / name)
     except BaseException:
@@ -84,6 +92,14 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return finished[-1][1] if finished else None
 
 
+def resume_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint `--resume` continues from; None (with a warning) starts from step 0."""
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        log.warning("--resume: no checkpoint in %s, starting from step 0", run_dir)
+    return checkpoint
+
+
 def load_checkpoint(path: str | Path, model, optimizer: torch.optim.Optimizer | None = None,
                     scheduler=None) -> dict[str, Any]:
     """Restore weights into the existing `model` (in place, so optimiser references stay
@@ -97,23 +113,31 @@ def load_checkpoint(path: str | Path, model, optimizer: torch.optim.Optimizer | 
     else:
         _load_full_weights(path, model)
     if optimizer is not None:
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+        optimizer.load_state_dict(load_optimizer_state(path))
     if scheduler is not None:
         scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=True))
     _set_rng_state(torch.load(path / "rng_state.pt", map_location="cpu", weights_only=True))
     return state
 
 
+def load_optimizer_state(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's optimizer state, whole (as `Optimizer.state_dict()` gives it)."""
+    return torch.load(Path(path) / OPTIMIZER_NAME, map_location="cpu", weights_only=True)
+
+
 # ---------------------------------------------------------------- writing
 
 
-def _write_contents(folder: Path, step: int, model, tokenizer, optimizer, scheduler, extra_state: dict) -> None:
+def _write_contents(folder: Path, step: int, model, tokenizer, optimizer, scheduler, extra_state: dict,
+                    model_state: dict | None, optimizer_state: dict | None) -> None:
     adapter = _is_peft(model)
-    model.save_pretrained(folder, safe_serialization=True)
+    model.save_pretrained(folder, safe_serialization=True, state_dict=model_state)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
-    if optimizer is not None:
-        torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    if optimizer_state is None and optimizer is not None:
+        optimizer_state = optimizer.state_dict()
+    if optimizer_state is not None:
+        torch.save(optimizer_state, folder / OPTIMIZER_NAME)
     if scheduler is not None:
         torch.save(scheduler.state_dict(), folder / "scheduler.pt")
     torch.save(_rng_state(), folder / "rng_state.pt")

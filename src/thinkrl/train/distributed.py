@@ -4,6 +4,9 @@ step's prompts, and the step's rollout and update statistics gathered for loggin
 Groups never straddle processes: process r takes prompts [r*p, (r+1)*p) of the step, with
 all G samples of each, so advantages are computed where the group lives and need no
 communication. Only the metrics are gathered, for the main process to log.
+
+FSDP's sharded states are `thinkrl.train.sharding`'s; work that runs once per launch is
+`thinkrl.processes`'.
 """
 
 from __future__ import annotations
@@ -57,15 +60,23 @@ def reduce_weighted(accelerator, totals: dict[str, float], weight: float) -> dic
     return {k: float(v) / denominator for k, v in zip(keys, packed[:-1].tolist())}
 
 
-def check_launch(accelerator) -> None:
-    """Refuse launches whose sharded states thinkrl cannot checkpoint yet, rather than write
-    checkpoints that hold one process's shard. DDP (any number of processes) is supported."""
+def check_launch(accelerator, lora: bool = False) -> None:
+    """Refuse, in one line, the launches thinkrl cannot train and checkpoint correctly: DDP
+    (any number of processes) and FSDP2 full fine-tuning are supported."""
     from accelerate.utils import DistributedType
 
-    if accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
-        from thinkrl.errors import ConfigError
+    from thinkrl.errors import ConfigError
 
-        raise ConfigError(
-            f"this launch shards the model or optimizer ({accelerator.distributed_type.value}); thinkrl's checkpoints "
-            "and final model do not gather sharded states yet. Launch with configs/accelerate/ddp.yaml "
-            "(add model.lora.enabled=true when the full model's optimizer does not fit one GPU)")
+    kind = accelerator.distributed_type
+    if kind == DistributedType.DEEPSPEED:
+        raise ConfigError("DeepSpeed launches are not supported yet: for sharded training use "
+                          "configs/accelerate/fsdp.yaml (FSDP2, the memory of ZeRO-3), else configs/accelerate/ddp.yaml")
+    if kind != DistributedType.FSDP:
+        return
+    version = getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1)
+    if version != 2:
+        raise ConfigError(f"FSDP version {version}: thinkrl trains with FSDP2 only; set fsdp_version: 2 in the "
+                          "accelerate config (as configs/accelerate/fsdp.yaml does)")
+    if lora:
+        raise ConfigError("LoRA under FSDP is not supported: launch LoRA runs with configs/accelerate/ddp.yaml "
+                          "(the frozen base needs no optimizer state); FSDP is for full fine-tuning")

@@ -7,7 +7,6 @@ the sampling in the rollout engine, the grading in `thinkrl.rewards`.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +20,11 @@ from thinkrl.data.templates import prompt_prefills_think, render_prompt
 from thinkrl.errors import ConfigError
 from thinkrl.rollout.base import SamplingParams
 from thinkrl.rollout.transformers_engine import TransformersEngine
-from thinkrl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from thinkrl.train.checkpoint import resume_checkpoint
 from thinkrl.train.config import GRPOConfig
 from thinkrl.train.distributed import check_launch, gather_rollout, local_share, reduce_weighted
 from thinkrl.train.grpo_metrics import LearningWarnings, step_metrics
-from thinkrl.train.model_setup import build_optimizer, load_policy, save_final_model
+from thinkrl.train.model_setup import build_optimizer, load_policy
 from thinkrl.train.policy import (
     build_policy_batch,
     frozen_logprobs,
@@ -39,9 +38,9 @@ from thinkrl.train.rollouts import (
     shuffle_within_groups,
     zero_variance,
 )
+from thinkrl.train.saving import restore, restore_sharded_optimizer, save_final, save_step
+from thinkrl.train.sharding import prepare_reference, unsharded
 from thinkrl.train.tracking import MetricsTracker
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,8 +53,9 @@ class GRPOResult:
 
 def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     """Train `cfg.model` with GRPO. Under `accelerate launch` every process samples and
-    scores its share of each step's prompts (whole groups) and DDP averages the gradients;
-    the result equals a one-process run with the same global batch, up to float tolerance."""
+    scores its share of each step's prompts (whole groups) and DDP averages the gradients
+    (FSDP2 also shards the weights); the result equals a one-process run with the same global
+    batch, up to float tolerance."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -63,7 +63,7 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
         torch.set_num_threads(cfg.run.torch_threads)
     # The scheduler is stepped by hand, once per optimiser step (not once per process).
     accelerator = Accelerator(step_scheduler_with_optimizer=False)
-    check_launch(accelerator)
+    check_launch(accelerator, lora=cfg.model.lora.enabled)
     main = accelerator.is_main_process
     if cfg.rollout.prompts_per_step % accelerator.num_processes:
         raise ConfigError(f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} must be divisible by the "
@@ -80,16 +80,11 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     updates_per_step = cfg.algo.mu * cfg.optim.updates_per_pass
     optimizer, scheduler = build_optimizer(model, cfg.optim, total_updates=cfg.run.steps * updates_per_step)
 
-    start_step = 0
-    if cfg.resume:
-        checkpoint = latest_checkpoint(run_dir)
-        if checkpoint is None:
-            log.warning("--resume: no checkpoint in %s, starting from step 0", run_dir)
-        else:
-            start_step = int(load_checkpoint(checkpoint, model, optimizer, scheduler)["step"])
-            log.info("resumed from %s (step %d)", checkpoint, start_step)
+    checkpoint = resume_checkpoint(run_dir) if cfg.resume else None
+    start_step = int(restore(accelerator, checkpoint, model, optimizer, scheduler)["step"]) if checkpoint else 0
     model, optimizer = accelerator.prepare(model, optimizer)
-    reference = policy.reference.to(accelerator.device) if policy.reference is not None else None
+    restore_sharded_optimizer(accelerator, checkpoint, model, optimizer.optimizer)
+    reference = prepare_reference(accelerator, policy.reference)
     engine = build_engine(accelerator.unwrap_model(model), tokenizer, cfg)
     if start_step:
         _sync(engine, accelerator.unwrap_model(model))  # a separate engine started from the base weights
@@ -104,8 +99,10 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     with StepProgress(cfg.run.steps, start_step, "GRPO", enabled=main) as progress:
         for step in range(start_step + 1, cfg.run.steps + 1):
             t0 = time.perf_counter()
-            rollout = collect_rollout(engine, examples, prompts, order, step, cfg,
-                                      rank=accelerator.process_index, world=accelerator.num_processes)
+            # the transformers engine samples from the policy itself: under FSDP, from whole weights
+            with unsharded(accelerator, model) if isinstance(engine, TransformersEngine) else contextlib.nullcontext():
+                rollout = collect_rollout(engine, examples, prompts, order, step, cfg,
+                                          rank=accelerator.process_index, world=accelerator.num_processes)
             if hasattr(engine, "sleep"):  # vLLM frees its KV cache while the trainer needs the memory
                 engine.sleep()
             t1 = time.perf_counter()
@@ -122,16 +119,13 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
                 if step % cfg.run.sample_every == 0 or step == 1:
                     tracker.log_samples(step, sample_rows(everything, limit=2 * cfg.rollout.group_size))
             if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.run.steps:
-                if main:
-                    save_checkpoint(run_dir, step, accelerator.unwrap_model(model), tokenizer, optimizer.optimizer,
-                                    scheduler, extra_state={"prompts_seen": step * cfg.rollout.prompts_per_step},
-                                    keep_last=cfg.run.keep_checkpoints)
-                accelerator.wait_for_everyone()
+                save_step(accelerator, run_dir, step, model, tokenizer, optimizer.optimizer, scheduler,
+                          extra_state={"prompts_seen": step * cfg.rollout.prompts_per_step},
+                          keep_last=cfg.run.keep_checkpoints)
             progress.advance(metrics)
-    final_dir = run_dir / "final"
+    final_dir = save_final(accelerator, run_dir, model, tokenizer)
     if main:
         tracker.close()
-        save_final_model(accelerator.unwrap_model(model), tokenizer, final_dir)
         if cfg.run.plot:
             from thinkrl.train.plots import plot_metrics
 
@@ -166,6 +160,8 @@ def build_engine(model, tokenizer, cfg: GRPOConfig):
 
 
 def _sync(engine, model) -> None:
+    """Push the updated weights into an engine that holds its own copy (vLLM). Every process
+    calls it: under FSDP each gathers the whole tensors from the shards."""
     if hasattr(engine, "sync_weights"):
         engine.sync_weights(model)
 

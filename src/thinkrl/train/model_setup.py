@@ -55,16 +55,17 @@ def build_optimizer(model, cfg: AdamWConfig, total_updates: int):
     return optimizer, scheduler
 
 
-def save_final_model(model, tokenizer, out_dir: Path) -> Path:
+def save_final_model(model, tokenizer, out_dir: Path, state_dict: dict | None = None) -> Path:
     """The trained policy as an ordinary checkpoint: LoRA adapters are merged so the folder
-    loads with AutoModelForCausalLM (and vLLM) like any other."""
+    loads with AutoModelForCausalLM (and vLLM) like any other. `state_dict`: the whole
+    weights, when the model itself holds only a shard (FSDP)."""
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     if hasattr(model, "merge_and_unload"):
         import copy
 
         model = copy.deepcopy(model).merge_and_unload()
-    model.save_pretrained(tmp, safe_serialization=True)
+    model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     if out_dir.exists():
         import shutil

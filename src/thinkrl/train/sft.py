@@ -3,8 +3,8 @@
 Read `train_sft` top to bottom: load the model and the rows, plan the steps, then the
 usual accelerate loop (accumulate -> backward -> clip -> step), with checkpoints, metrics
 and the final model from the same helpers GRPO uses. Runs as one process or under
-`accelerate launch` with data parallelism (DDP); a sharded setup (FSDP, ZeRO-3) would
-need its weights gathered before saving, which this loop does not do yet.
+`accelerate launch`, with DDP or FSDP2 (`thinkrl.train.saving` gathers the shards for
+every checkpoint).
 
 The loss is the mean over the response tokens of the whole optimiser step, on every
 process together: each micro-batch contributes its token-loss sum divided by the step's
@@ -26,10 +26,11 @@ import torch.nn.functional as F
 
 from thinkrl.config import to_yaml
 from thinkrl.errors import ConfigError
-from thinkrl.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from thinkrl.train.checkpoint import resume_checkpoint
 from thinkrl.train.distributed import check_launch
-from thinkrl.train.model_setup import build_optimizer, load_policy, save_final_model
+from thinkrl.train.model_setup import build_optimizer, load_policy
 from thinkrl.train.progress import StepProgress
+from thinkrl.train.saving import restore, restore_sharded_optimizer, save_final, save_step
 from thinkrl.train.sft_config import SFTConfig
 from thinkrl.train.sft_data import (
     FILLER,
@@ -43,6 +44,7 @@ from thinkrl.train.sft_data import (
     load_sft_data,
     plan_steps,
 )
+from thinkrl.train.sharding import is_sharded, unsharded
 from thinkrl.train.tracking import MetricsTracker
 
 log = logging.getLogger(__name__)
@@ -73,8 +75,8 @@ def train_sft(cfg: SFTConfig, on_step: Callable[[int, dict], None] | None = None
     processes = accelerator.num_processes
     accum = micro_batches_per_step(cfg, processes)
     accelerator.gradient_accumulation_steps = accum
-    check_launch(accelerator)
-    main = accelerator.is_main_process
+    check_launch(accelerator, lora=cfg.model.lora.enabled)
+    main, sharded = accelerator.is_main_process, is_sharded(accelerator)
     run_dir = Path(cfg.run.output_dir)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -91,8 +93,10 @@ def train_sft(cfg: SFTConfig, on_step: Callable[[int, dict], None] | None = None
         (run_dir / "data_report.json").write_text(json.dumps(asdict(data.report), indent=2) + "\n")
     optimizer, scheduler = build_optimizer(model, cfg.optim, total_updates=total_steps)
 
-    start_step = _resume(cfg, run_dir, model, optimizer, scheduler, plan_key(data, cfg)) if cfg.resume else 0
+    checkpoint = resume_checkpoint(run_dir) if cfg.resume else None
+    start_step = _resume(accelerator, checkpoint, model, optimizer, scheduler, plan_key(data, cfg)) if checkpoint else 0
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    restore_sharded_optimizer(accelerator, checkpoint, model, optimizer.optimizer)
     loader = accelerator.prepare(_loader(data, plan, start_step, processes, cfg, tokenizer.pad_token_id))
     step_tokens = [_count(data, rows) for rows in plan.steps]
 
@@ -129,26 +133,27 @@ def train_sft(cfg: SFTConfig, on_step: Callable[[int, dict], None] | None = None
                        "tokens": step_tokens[step - 1][1], "tokens_per_s": step_tokens[step - 1][1] / elapsed,
                        "epoch": plan.epoch(step)}
             eval_due = step == total_steps or (cfg.run.eval_every and step % cfg.run.eval_every == 0)
-            if data.eval and eval_due and main:
-                metrics["eval_loss"] = eval_loss(accelerator.unwrap_model(model), data.eval,
-                                                 cfg.run.micro_batch_size, tokenizer.pad_token_id)
+            # Under FSDP every process evaluates, on unsharded weights: FSDP2 records each forward
+            # pass to plan the next backward's prefetches, and a main-only evaluation left the
+            # processes with different plans (a collective mismatch at the next step).
+            if data.eval and eval_due and (main or sharded):
+                with unsharded(accelerator, model):
+                    metrics["eval_loss"] = eval_loss(accelerator.unwrap_model(model), data.eval,
+                                                     cfg.run.micro_batch_size, tokenizer.pad_token_id)
             if main:
                 tracker.log(step, metrics)
                 progress.advance(metrics)
             if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == total_steps:
-                if main:
-                    save_checkpoint(run_dir, step, accelerator.unwrap_model(model), tokenizer, optimizer.optimizer,
-                                    scheduler.scheduler, keep_last=cfg.run.keep_checkpoints,
-                                    extra_state={"epoch": plan.epoch(step), "plan": plan_key(data, cfg)})
-                accelerator.wait_for_everyone()
+                save_step(accelerator, run_dir, step, model, tokenizer, optimizer.optimizer, scheduler.scheduler,
+                          extra_state={"epoch": plan.epoch(step), "plan": plan_key(data, cfg)},
+                          keep_last=cfg.run.keep_checkpoints)
             if on_step is not None:
                 on_step(step, metrics)
             t0 = time.perf_counter()
 
-    final_dir = run_dir / "final"
+    final_dir = save_final(accelerator, run_dir, model, tokenizer)
     if main:
         tracker.close()
-        save_final_model(accelerator.unwrap_model(model), tokenizer, final_dir)
         if cfg.run.plot:
             from thinkrl.train.plots import SFT_PANELS, plot_metrics
 
@@ -232,16 +237,11 @@ def _count(data: SFTData, rows: list[int]) -> tuple[int, int]:
     return sum(ex.loss_tokens for ex in examples), sum(len(ex.input_ids) for ex in examples)
 
 
-def _resume(cfg: SFTConfig, run_dir: Path, model, optimizer, scheduler, key: str) -> int:
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None:
-        log.warning("resume: no checkpoint in %s, starting from step 0", run_dir)
-        return 0
-    state = load_checkpoint(checkpoint, model, optimizer, scheduler)
+def _resume(accelerator, checkpoint: Path, model, optimizer, scheduler, key: str) -> int:
+    state = restore(accelerator, checkpoint, model, optimizer, scheduler)
     if state.get("plan") != key:
         log.warning("resume: the data or batch settings changed since %s (%s, now %s); the data order "
                     "from here on is the new one's", checkpoint, state.get("plan"), key)
-    log.info("resumed from %s (step %d)", checkpoint, state["step"])
     return int(state["step"])
 
 
