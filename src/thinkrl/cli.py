@@ -80,7 +80,8 @@ def _register(cmd: Command) -> None:
             dry_run: bool = typer.Option(False, "--dry-run", help="Resolve the config, build the model on the meta "
                                          "device and print memory estimates; load no weights, train nothing."),
             gpus: int = typer.Option(1, "--gpus", help="Dry run: GPUs the run would use."),
-            zero_stage: int = typer.Option(0, "--zero-stage", min=0, max=3, help="Dry run: DeepSpeed ZeRO stage (0: DDP)."),
+            zero_stage: int = typer.Option(0, "--zero-stage", min=0, max=3, help="Dry run: sharding, 0 = DDP, "
+                                           "3 = FSDP full shard (1, 2: DeepSpeed ZeRO sizes, not launchable yet)."),
             gpu_memory_gib: float = typer.Option(80.0, "--gpu-memory-gib", help="Dry run: memory of one GPU."),
         ) -> None:
             launch = {"num_gpus": gpus, "zero_stage": zero_stage, "gpu_memory_gib": gpu_memory_gib}

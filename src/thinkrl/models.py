@@ -15,9 +15,14 @@ from thinkrl.errors import ModelNotFoundError
 TINY_NAME = "thinkrl/tiny"
 
 
+def is_tiny(name: str) -> bool:
+    """`thinkrl/tiny` or `thinkrl/tiny@SEED`: the embedded default, built here, never fetched."""
+    return name == TINY_NAME or name.startswith(TINY_NAME + "@")
+
+
 def resolve_model_path(name_or_path: str) -> str:
     """A local folder for `name_or_path`, building the tiny default if that is what is named."""
-    if name_or_path == TINY_NAME or name_or_path.startswith(TINY_NAME + "@"):
+    if is_tiny(name_or_path):
         from thinkrl.tiny.build import ensure_tiny
 
         seed = int(name_or_path.split("@", 1)[1]) if "@" in name_or_path else 0

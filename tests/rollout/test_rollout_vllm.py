@@ -88,6 +88,25 @@ def test_tied_head_is_not_sent_twice(tmp_path):
     assert "lm_head.weight" not in names and "model.embed_tokens.weight" in names
 
 
+def test_weights_travel_to_a_server_in_its_dtype(tiny_random_model, monkeypatch):
+    """fp32 master weights go to a bf16 server as bf16: half the upload."""
+    from safetensors.torch import load
+    from transformers import AutoModelForCausalLM
+
+    from thinkrl.rollout.vllm_engine import ServerClient
+
+    bodies = []
+    monkeypatch.setattr(ServerClient, "request", lambda self, method, route, data=None, content_type=None:
+                        bodies.append(data) or {"loaded": 1})
+    model = AutoModelForCausalLM.from_pretrained(tiny_random_model, dtype=torch.float32)
+    with merged_weights(model) as items:
+        ServerClient("http://unused", 1).update_weights(items, torch.bfloat16)
+    sent = load(bodies[0])
+    for name, tensor in sent.items():
+        assert tensor.dtype == torch.bfloat16
+        torch.testing.assert_close(tensor, model.state_dict()[name].to(torch.bfloat16))
+
+
 @pytest.fixture
 def rollout_server(tiny_random_model):
     backend = TransformersBackend(str(tiny_random_model))
@@ -104,6 +123,7 @@ def test_server_mode_generates_syncs_weights_sleeps_and_wakes(rollout_server, ti
 
     url, backend = rollout_server
     engine = VLLMEngine("unused-in-server-mode", VLLMConfig(mode="server", server_url=url, server_timeout_s=30))
+    assert engine.weights_dtype == "float32"  # the server's (CPU, fp32), not the bf16 of VLLMConfig
     greedy = SamplingParams(n=2, max_new_tokens=8, temperature=0.0)
     first = engine.generate(PROMPTS, greedy)
     assert [c.prompt_index for c in first] == [0, 0, 1, 1]
@@ -134,6 +154,34 @@ def test_server_rejects_weights_the_model_does_not_have(rollout_server):
     stranger = torch.nn.Linear(2, 2)
     with pytest.raises(ThinkrlError, match="400.*unknown to the served model"):
         engine.sync_weights(stranger)
+
+
+def test_server_mode_uploads_from_the_main_process_only(rollout_server, tiny_random_model, monkeypatch):
+    """Under a launch every process syncs (FSDP gathers need them all), one uploads: 8 processes
+    must not send the model 8 times."""
+    from transformers import AutoModelForCausalLM
+
+    url, backend = rollout_server
+    engine = VLLMEngine("unused", VLLMConfig(mode="server", server_url=url, server_timeout_s=30))
+    before = backend.model.state_dict()["model.norm.weight"].clone()
+    policy = AutoModelForCausalLM.from_pretrained(tiny_random_model)
+    with torch.no_grad():
+        policy.model.norm.weight.add_(1.0)
+    monkeypatch.setenv("RANK", "1")
+    assert engine.sync_weights(policy) == 0
+    torch.testing.assert_close(backend.model.state_dict()["model.norm.weight"], before)
+
+
+def test_tensor_parallel_engines_under_a_launch_are_refused(monkeypatch):
+    """Each training process samples its own prompts; a tensor-parallel group would need the same."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # _llm_kwargs sets it; restored after
+    engine = VLLMEngine.__new__(VLLMEngine)
+    engine.config, engine.seed = VLLMConfig(tensor_parallel_size=2), 0
+    with pytest.raises(ThinkrlError, match="not supported"):
+        engine._llm_kwargs("some/model", None)
+    engine.config = VLLMConfig(tensor_parallel_size=1)
+    assert engine._llm_kwargs("some/model", None)["distributed_executor_backend"] == "external_launcher"
 
 
 def test_no_server_is_one_line_error():

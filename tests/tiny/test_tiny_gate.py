@@ -27,3 +27,14 @@ def test_default_tiny_thinks_well_when_made_to_and_guesses_otherwise():
     assert report.sampled_accuracy < report.forced_think_accuracy
     saved = json.loads((folder / "gate.json").read_text())
     assert saved["passed"] and saved["forced_think_accuracy"] == pytest.approx(report.forced_think_accuracy, abs=0.02)
+
+
+@pytest.mark.slow
+def test_the_dry_run_sizes_the_tiny_default_by_name():
+    from thinkrl.train.dry_run import dry_run
+
+    model = AutoModelForCausalLM.from_pretrained(str(ensure_tiny(seed=0)))
+    report = dry_run("thinkrl/tiny@0", "thinkrl/tiny@0", dtype="float32", seq_len=64)
+    assert report.total_params == sum(p.numel() for p in model.parameters())
+    assert report.config_source == "thinkrl tiny default"
+    assert report.tokenizer_vocab == len(AutoTokenizer.from_pretrained(str(ensure_tiny(seed=0))))

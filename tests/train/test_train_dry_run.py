@@ -58,6 +58,14 @@ def test_math_7b_counts_untied_head(qwen_tokenizer_dir):
     assert report.total_params == qwen2_params_by_hand(cfg) == 7_615_616_512
 
 
+def test_bf16_training_holds_fp32_weights_grads_and_moments_and_a_bf16_reference(base_report):
+    """What thinkrl allocates: trained weights are fp32 under bf16 autocast (16 bytes per
+    trainable parameter in all), the frozen reference and vLLM's copy are bf16."""
+    n, mem = base_report.total_params, base_report.memory
+    assert base_report.run.dtype == "bfloat16"
+    assert (mem.weights, mem.gradients, mem.optimizer, mem.reference) == (4 * n, 4 * n, 8 * n, 2 * n)
+
+
 def test_zero3_on_eight_gpus_needs_less_than_one_gpu_unsharded(base_report, qwen_tokenizer_dir):
     sharded = dry_run(MATH_15B, str(qwen_tokenizer_dir), micro_batch_size=4, seq_len=2048, num_gpus=8,
                       zero_stage=3, reference_model=True, vllm_memory_fraction=0.3)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from thinkrl.config import load_config
@@ -170,6 +171,71 @@ def test_sigkill_then_resume_matches_an_unbroken_run(tiny_random_model, tmp_path
     final_b = AutoModelForCausalLM.from_pretrained(tmp_path / "unbroken" / "final")
     for p, q in zip(final_a.parameters(), final_b.parameters()):
         assert torch.allclose(p, q, atol=1e-5)
+
+
+def test_bfloat16_trains_in_mixed_precision_so_small_updates_land(tiny_random_model, tmp_path):
+    """At lr 1e-5, an Adam step (~1e-5) is below half a bf16 step of these weights (~4e-5): bf16
+    weights would round almost all of it away. The trained weights are fp32 instead, and the
+    forward/backward runs under bf16 autocast."""
+    policy = load_policy(load_config(GRPOConfig, None, [f"model.name={tiny_random_model}", "model.dtype=bfloat16"]).model,
+                         need_reference=True)
+    assert {p.dtype for p in policy.model.parameters()} == {torch.float32}
+    assert {p.dtype for p in policy.reference.parameters()} == {torch.bfloat16}
+    result = train_grpo(small_config(tiny_random_model, tmp_path, "model.dtype=bfloat16", "optim.lr=1e-5",
+                                     "algo.beta=0.001", "run.save_every=0"))
+    key = "model.layers.0.self_attn.q_proj.weight"
+    before = load_file(tiny_random_model / "model.safetensors")[key]
+    after = load_file(result.final_model_dir / "model.safetensors")[key]
+    before = before.to(after.dtype)  # a bf16-trained model would be compared on its own grid
+    assert float((after != before).float().mean()) > 0.9
+
+
+def test_runs_of_different_precision_follow_each_other_in_one_process():
+    """A pipeline runs its stages in one process: an fp32 stage, then a bf16 one, then fp32."""
+    from thinkrl.train.config import ModelConfig
+    from thinkrl.train.model_setup import make_accelerator
+
+    assert [make_accelerator(ModelConfig(dtype=d)).mixed_precision for d in ("float32", "bfloat16", "float32")] == \
+        ["no", "bf16", "no"]
+
+
+class HalfFlatEngine:
+    """Prompt "p<i>": even i gives G identical answers (a flat group), odd i G different ones."""
+
+    def generate(self, prompts, params):
+        from thinkrl.rollout.base import Completion
+
+        out = []
+        for k, prompt in enumerate(prompts):
+            flat = int(prompt[1:]) % 2 == 0
+            out += [Completion(prompt_index=k, text="77" if flat else "7" * j + "x" * (3 - j)) for j in range(params.n)]
+        return out
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_dynamic_sampling_under_a_launch_tops_up_to_whole_shares(tiny_random_model, tmp_path, world):
+    """One process trains on the groups with variance only; under a launch every process takes
+    exactly its share (flat groups top it up, advantage 0), so all run the same passes."""
+    cfg = small_config(tiny_random_model, tmp_path, "algo.dynamic_sampling=true", "algo.max_refill_rounds=0",
+                       "rollout.reward_workers=0")
+    examples = load_examples(cfg.data)
+    prompts = [f"p{i}" for i in range(len(examples))]
+    order = PromptOrder(len(examples), 0)
+    share = cfg.rollout.prompts_per_step // world
+    topped_up = 0
+    for rank in range(world):
+        rollout = collect_rollout(HalfFlatEngine(), examples, prompts, order, step=1, cfg=cfg, rank=rank, world=world)
+        picked = [examples.index(ex) for ex in rollout.examples]
+        varied = [i for i in order.take(0, cfg.rollout.prompts_per_step)[rank * share:(rank + 1) * share] if i % 2]
+        if world == 1:
+            assert picked == varied  # only the groups with variance (DAPO's dynamic sampling)
+        else:
+            assert len(picked) == share and picked[:len(varied)] == varied
+            flat_rows = [g for g, i in enumerate(picked) if i % 2 == 0]
+            for g in flat_rows:
+                assert rollout.advantages[g * 4:(g + 1) * 4].abs().sum() == 0
+            topped_up += len(flat_rows)
+    assert world == 1 or topped_up > 0, "no process had a flat group: the test would prove nothing"
 
 
 def _overrides(model_dir: Path, run_dir: Path) -> list[str]:

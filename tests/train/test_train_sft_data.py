@@ -14,16 +14,14 @@ from thinkrl.errors import DataError
 from thinkrl.train.sft import token_loss_sum
 from thinkrl.train.sft_config import SFTDataConfig
 from thinkrl.train.sft_data import (
-    FILLER,
     IGNORE,
     collate,
-    deal_micro_batches,
     load_sft_data,
     pack_examples,
-    plan_steps,
     tokenize_messages,
     tokenize_pair,
 )
+from thinkrl.train.sft_plan import FILLER, deal_micro_batches, plan_steps
 
 CHAT = [
     {"role": "system", "content": "Be brief"},

@@ -16,12 +16,7 @@ from pydantic import Field, field_validator
 from thinkrl.config import Config
 from thinkrl.data.example import Example
 from thinkrl.rewards.formats import format_r1
-from thinkrl.rewards.language import (
-    LATIN_LANGUAGES,
-    SCRIPTS,
-    chain_of_thought,
-    target_share,
-)
+from thinkrl.rewards.language import LATIN_LANGUAGES, SCRIPTS, language_consistency
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 _SPACE = re.compile(r"\s+")
@@ -64,10 +59,7 @@ def empty(text: str, example: Example) -> str | None:
 
 def mixed_language(text: str, example: Example, language: str = "en", min_share: float = 0.95) -> str | None:
     """R1's language-mixing filter: too small a share of the chain of thought in `language`."""
-    good, total = target_share(chain_of_thought(text, example), language)
-    if total and good / total < min_share:
-        return "mixed_language"
-    return None
+    return "mixed_language" if language_consistency(text, example, language).score < min_share else None
 
 
 def long_paragraph(text: str, example: Example, max_chars: int = 2000) -> str | None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -32,6 +31,7 @@ from rich.console import Console
 from thinkrl.commands import get_command
 from thinkrl.config import Config, build_config, merge_dicts, read_yaml
 from thinkrl.errors import ConfigError
+from thinkrl.files import atomic_write
 from thinkrl.pipeline.stages import stage_kind
 from thinkrl.processes import is_main_launched_process, main_process_only
 
@@ -48,13 +48,13 @@ class StageSpec(Config):
                                     "configs/r1-zero-qwen2.5-math-7b.yaml); `config` is applied on top of it")
     config: dict[str, Any] = Field(default_factory=dict, description="the command's config (as in its YAML file); "
                                    "${stage} in a string is replaced by that stage's output")
+    label: str | None = Field(None, description="row name in the summary table (eval stages)")
 
     def merged_config(self) -> dict[str, Any]:
         """config_file's contents with `config` on top (sections merged, other values replaced)."""
         if self.config_file is None:
             return self.config
         return merge_dicts(read_yaml(self.config_file), self.config)
-    label: str | None = Field(None, description="row name in the summary table (eval stages)")
 
 
 class PipelineConfig(Config):
@@ -148,10 +148,13 @@ def run_stage(stage: StageSpec, resolved: dict[str, Any], folder: Path, key: str
 
     main_process_only(start)
     t0 = time.perf_counter()
-    if kind.every_process:  # training: accelerate splits the work over the launched processes
+    def run_command() -> None:  # returns nothing: the other processes need no copy of the result
         command.runner()(config)
+
+    if kind.every_process:  # training: accelerate splits the work over the launched processes
+        run_command()
     else:
-        main_process_only(lambda: command.runner()(config))
+        main_process_only(run_command)
     return main_process_only(finish)
 
 
@@ -206,7 +209,4 @@ def read_state(folder: Path) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically: a kill leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2, default=str) + "\n")

@@ -43,7 +43,7 @@ from thinkrl.pipeline.sample_output import (
 )
 from thinkrl.rewards.judge import JudgeConfig
 from thinkrl.rewards.spec import RewardTerm
-from thinkrl.rollout.base import Completion, RolloutEngine, SamplingParams
+from thinkrl.rollout.base import Completion, RolloutEngine, SamplingParams, derived_seed
 
 
 class SampleDataConfig(TrainDataConfig):
@@ -250,10 +250,7 @@ def needs_judge(example: Example) -> bool:
     return example.kind == "general" or (example.answer is None and not example.tests)
 
 
-def shard_seed(seed: int, shard: int) -> int:
-    """A sampling seed for one shard that depends only on (seed, shard), never on run history."""
-    digest = hashlib.sha256(f"thinkrl-sample:{seed}:{shard}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+shard_seed = derived_seed  # a shard's sampling seed depends only on (seed, shard), never on run history
 
 
 # ---------------------------------------------------------------- inputs
@@ -282,9 +279,9 @@ def build_engine(cfg: SampleConfig) -> RolloutEngine:
 
 
 def _build_judge(judge_cfg: JudgeConfig) -> Any:
-    from thinkrl.rewards.judge import LLMJudge
+    from thinkrl.rewards.judge import get_judge
 
-    return LLMJudge(judge_cfg)
+    return get_judge(judge_cfg)  # one client and cache connection per judge config, reused by later stages
 
 
 def _load_clean_examples(cfg: SampleConfig) -> tuple[list[Example], list[Example]]:

@@ -28,6 +28,7 @@ from rich.table import Table
 from thinkrl.config import to_yaml
 from thinkrl.data.example import Example
 from thinkrl.errors import ConfigError, DataError
+from thinkrl.files import atomic_write
 
 DATA_FILE, DROPPED_FILE, CONTAMINATED_FILE = "data.jsonl", "dropped.jsonl", "contaminated.jsonl"
 REPORT_FILE, CONFIG_FILE, DATASET_DIR, SHARDS_DIR = "report.json", "config.yaml", "dataset", "shards"
@@ -66,7 +67,8 @@ class SampleResult:
 
 def prepare_output_dir(out: Path, config: BaseModel, overwrite: bool) -> None:
     """Resume only a run of the same config; start over with `overwrite`; refuse otherwise."""
-    current = yaml.safe_load(to_yaml(config))
+    text = to_yaml(config)
+    current = yaml.safe_load(text)  # as the stored file will read back
     stored_path = out / CONFIG_FILE
     shards = out / SHARDS_DIR
     if stored_path.is_file():
@@ -81,7 +83,7 @@ def prepare_output_dir(out: Path, config: BaseModel, overwrite: bool) -> None:
             raise ConfigError(f"{out} holds shards but no {CONFIG_FILE}; use another output_dir or set overwrite=true")
         clear_run(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(stored_path, to_yaml(config))
+    atomic_write(stored_path, text)
 
 
 def changed_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -102,16 +104,6 @@ def clear_run(out: Path) -> None:
         shutil.rmtree(out / name, ignore_errors=True)
     for name in (DATA_FILE, DROPPED_FILE, CONTAMINATED_FILE, REPORT_FILE, CONFIG_FILE):
         (out / name).unlink(missing_ok=True)
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Readers see the old file or the whole new one, never half of it."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> str:

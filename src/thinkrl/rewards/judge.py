@@ -55,7 +55,9 @@ _VERDICT_MENTION = re.compile(r"verdict\s*:", re.IGNORECASE)
 
 
 def default_cache_dir() -> str:
-    return str(Path(os.environ.get("THINKRL_CACHE", "~/.cache/thinkrl")).expanduser() / "judge")
+    from thinkrl.files import cache_root
+
+    return str(cache_root() / "judge")
 
 
 class JudgeConfig(Config):

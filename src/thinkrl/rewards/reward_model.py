@@ -34,9 +34,9 @@ def load_reward_model(path: str) -> tuple[Any, Any]:
 
 
 def _load(path: str) -> tuple[Any, Any]:
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from thinkrl.models import resolve_model_path
+    from thinkrl.models import load_tokenizer, resolve_model_path
 
     folder = resolve_model_path(path)
     config = AutoConfig.from_pretrained(folder)
@@ -47,10 +47,8 @@ def _load(path: str) -> tuple[Any, Any]:
                           f"(architectures: {config.architectures}); train or convert one with num_labels=1")
     if config.num_labels != 1:
         raise ConfigError(f"reward model {path} has {config.num_labels} labels; a reward model needs num_labels=1")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    tokenizer = load_tokenizer(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, config=config)
     if model.config.pad_token_id is None:  # the score is read at the last non-pad token
         model.config.pad_token_id = tokenizer.pad_token_id
     model.eval()

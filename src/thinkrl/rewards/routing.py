@@ -17,10 +17,6 @@ from thinkrl.rewards.spec import RewardTerm
 NOT_APPLICABLE = "n/a"
 
 
-def spec_for(kind: str, default: Sequence[RewardTerm], by_kind: Mapping[str, Sequence[RewardTerm]]) -> Sequence[RewardTerm]:
-    return by_kind.get(kind, default)
-
-
 def score_routed(completions: Sequence[str], examples: Sequence[Example], default: Sequence[RewardTerm],
                  by_kind: Mapping[str, Sequence[RewardTerm]], workers: int = 2) -> RewardScores:
     """Score every completion with the spec of its example's kind (`by_kind`, else `default`)."""

@@ -3,8 +3,16 @@ prompts into completions the same way, so training and evaluation never care whi
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Protocol
+
+
+def derived_seed(seed: int, index: int) -> int:
+    """A seed for item `index` (a shard, a request) that depends only on (seed, index) and
+    lands far from its neighbours' (engines seed sample j of a request with seed + j)."""
+    digest = hashlib.sha256(f"thinkrl-sample:{seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
 @dataclass(frozen=True)

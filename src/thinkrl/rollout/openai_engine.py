@@ -8,7 +8,6 @@ errors, timeouts, 408/409/429 and 5xx `max_retries` times, waiting 0.5 s x 2^k (
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -76,7 +75,9 @@ class OpenAIEngine:
         self.mode = mode
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
-        key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"  # local servers want any non-empty key
+        # Only the key the caller chose: falling back to $OPENAI_API_KEY would send it to whatever
+        # endpoint this is. Local servers want any non-empty key.
+        key = api_key or "EMPTY"
         self.client = openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=max_retries, timeout=timeout_s)
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:

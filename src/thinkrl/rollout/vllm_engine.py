@@ -29,7 +29,8 @@ from pydantic import Field
 
 from thinkrl.config import Config
 from thinkrl.errors import ThinkrlError
-from thinkrl.rollout.base import Completion, SamplingParams
+from thinkrl.processes import is_main_launched_process, launched_processes
+from thinkrl.rollout.base import Completion, SamplingParams, derived_seed
 
 NEEDS_VLLM = "rollout.engine=vllm needs vLLM: pip install 'thinkrl[vllm]' (a CUDA machine)"
 NEEDS_CUDA = "rollout.engine=vllm needs a CUDA GPU and none is visible; use rollout.engine=transformers on this machine"
@@ -90,11 +91,14 @@ def vllm_weight_name(name: str) -> str | None:
 
 
 @contextmanager
-def merged_weights(model: Any) -> Iterator[list[tuple[str, Any]]]:
+def merged_weights(model: Any, dtype: Any = None) -> Iterator[list[tuple[str, Any]]]:
     """(name, tensor) pairs of the policy with any LoRA adapter merged in, named as the base
     checkpoint names them. The adapter is merged in place for the duration and unmerged on
     exit (no second copy of a 7B model); pass the model unwrapped (accelerator.unwrap_model).
-    Under FSDP2 every process must call it: the shards are gathered tensor by tensor."""
+    Under FSDP2 every process must call it: the shards are gathered tensor by tensor, each
+    cast to `dtype` (vLLM's) as it comes, so the gathered copy of fp32 master weights costs
+    half as much in bf16. Unsharded tensors are passed as they are (views, no copy): vLLM
+    casts as it loads them."""
     model = getattr(model, "_orig_mod", model)
     is_peft = hasattr(model, "merge_adapter") and hasattr(model, "peft_config")
     if is_peft:
@@ -109,7 +113,7 @@ def merged_weights(model: Any) -> Iterator[list[tuple[str, Any]]]:
             if name is None or (tied and name == "lm_head.weight"):
                 continue
             if hasattr(tensor, "full_tensor"):  # an FSDP2 shard (DTensor): gather it (collective)
-                tensor = tensor.full_tensor()
+                tensor = tensor.full_tensor() if dtype is None else tensor.full_tensor().to(dtype)
             items.append((name, tensor.detach()))
         yield items
     finally:
@@ -162,9 +166,10 @@ class VLLMEngine:
         self.seed = seed
         self._asleep: set[str] = set()
         self._weights_stale = False
+        self.weights_dtype = self.config.dtype  # what vLLM holds, so what sync_weights sends
         if self.config.mode == "server":
             self.client = ServerClient(self.config.server_url, self.config.server_timeout_s)
-            self.client.wait_ready()
+            self.weights_dtype = self.client.wait_ready().get("dtype", "auto")  # the server's, not ours
             self.llm = None
             return
         vllm = require_vllm()
@@ -186,15 +191,17 @@ class VLLMEngine:
             "max_model_len": cfg.max_model_len, "enforce_eager": cfg.enforce_eager,
             "enable_sleep_mode": cfg.enable_sleep_mode, "enable_prefix_caching": cfg.enable_prefix_caching,
         }
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world > 1:
-            # Under `accelerate launch` each training process hosts its own engine (tensor-parallel
-            # groups of tensor_parallel_size ranks), inside the process group accelerate made.
-            if world % cfg.tensor_parallel_size:
-                raise ThinkrlError(f"rollout.vllm.tensor_parallel_size={cfg.tensor_parallel_size} must divide the "
-                                   f"number of training processes ({world})")
+        if launched_processes() > 1:
+            # Under `accelerate launch` each training process hosts its own engine on its GPU,
+            # inside the process group accelerate made.
+            if cfg.tensor_parallel_size > 1:
+                # external_launcher is SPMD: the ranks of a tensor-parallel group would have to pass
+                # the same prompts, and each training process samples its own share.
+                raise ThinkrlError(f"rollout.vllm.tensor_parallel_size={cfg.tensor_parallel_size} under a multi-process "
+                                   "launch is not supported: use 1 (an engine per GPU) or server mode "
+                                   "(rollout.vllm.mode=server, a tensor-parallel vllm-serve)")
             kwargs["distributed_executor_backend"] = "external_launcher"
-            kwargs["seed"] = self.seed + int(os.environ.get("RANK", "0")) // cfg.tensor_parallel_size
+            kwargs["seed"] = self.seed + int(os.environ.get("RANK", "0"))
         return kwargs
 
     # -- RolloutEngine
@@ -208,8 +215,9 @@ class VLLMEngine:
         if self._weights_stale:
             raise RuntimeError("vLLM slept at level 2 (weights dropped) and no sync_weights came before generate")
         requests = [{"prompt_token_ids": self.encode_prompt(p)} for p in prompts]
-        # One seed per request: the G samples of a prompt differ, and two prompts do not share a stream.
-        sampling = [vllm_sampling_params(self.vllm, params, None if params.seed is None else params.seed + i)
+        # One seed per request, hashed: vLLM seeds sample j of a request with seed + j, so seeds
+        # seed + i would give prompt 0's second sample prompt 1's first stream.
+        sampling = [vllm_sampling_params(self.vllm, params, None if params.seed is None else derived_seed(params.seed, i))
                     for i in range(len(prompts))]
         outputs = self.llm.generate(requests, sampling, use_tqdm=False)
         return completions_from_outputs(outputs)
@@ -226,11 +234,15 @@ class VLLMEngine:
     def sync_weights(self, model: Any) -> int:
         """Push the policy's current weights into vLLM (after every optimiser step). `model` is
         the unwrapped policy; a peft model is merged for the copy. Returns tensors sent.
-        Colocated, every training process syncs its own engine; in server mode only the main
-        process should (one server, one copy)."""
-        with merged_weights(model) as items:
+        Every training process calls it: colocated, each syncs its own engine; in server mode
+        all take part in gathering FSDP shards, and the main process alone uploads (one server,
+        one copy)."""
+        import torch
+
+        dtype = None if self.weights_dtype == "auto" else getattr(torch, self.weights_dtype)
+        with merged_weights(model, dtype) as items:
             if self.llm is None:
-                return self.client.update_weights(items)
+                return self.client.update_weights(items, dtype) if is_main_launched_process() else 0
             self.wake_up(("weights",))
             self.load_weight_items(items)
         self._weights_stale = False
@@ -252,7 +264,8 @@ class VLLMEngine:
     def sleep(self) -> None:
         """Free the KV cache (and offload or drop the weights) while the trainer needs the GPU."""
         if self.llm is None:
-            self.client.post("/sleep", {})
+            if is_main_launched_process():  # one server: one request
+                self.client.post("/sleep", {})
             return
         if not self.config.enable_sleep_mode or self._asleep:
             return
@@ -303,11 +316,11 @@ class ServerClient:
                                                "seed": params.seed, "stop": list(params.stop)}}
         return [Completion(**row) for row in self.post("/generate", body)["completions"]]
 
-    def update_weights(self, items: list[tuple[str, Any]]) -> int:
-        """Ship the weights as one safetensors body (full precision of the trained dtype)."""
+    def update_weights(self, items: list[tuple[str, Any]], dtype: Any = None) -> int:
+        """Ship the weights as one safetensors body, in `dtype` (the server's) when given."""
         from safetensors.torch import save
 
-        tensors = {name: tensor.contiguous().cpu() for name, tensor in items}
+        tensors = {name: tensor.to("cpu", dtype).contiguous() for name, tensor in items}
         answer = self.request("POST", "/update_weights", save(tensors), "application/octet-stream")
         return int(answer["loaded"])
 

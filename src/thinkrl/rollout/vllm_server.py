@@ -3,7 +3,7 @@
 It holds one vLLM engine (all of its GPUs: no sleeping, no sharing with a trainer) and
 answers the trainer's `VLLMEngine(mode="server")` over plain HTTP + JSON:
 
-    GET  /health          -> {"ok": true, "model": ..., "backend": ...}
+    GET  /health          -> {"ok": true, "model": ..., "backend": ..., "dtype": ...}
     POST /generate        {"prompts": [str], "params": {n, max_new_tokens, temperature,
                            top_p, seed, stop}} -> {"completions": [Completion fields]}
     POST /update_weights  body: a safetensors file of (name -> tensor), names as in the
@@ -47,6 +47,8 @@ class VLLMServeConfig(Config):
 
 
 class ServedBackend(Protocol):
+    weights_dtype: str  # the trainer casts what it sends to this ("auto": as trained)
+
     def generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]: ...
     def load_weight_items(self, items: list[tuple[str, Any]]) -> int: ...
     def sleep(self) -> None: ...
@@ -62,6 +64,7 @@ class TransformersBackend:
 
         self.model = load_model(model)
         self.engine = TransformersEngine(self.model, load_tokenizer(tokenizer or model))
+        self.weights_dtype = str(self.model.dtype).removeprefix("torch.")
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
         return self.engine.generate(prompts, params)
@@ -98,7 +101,8 @@ def serve(backend: ServedBackend, host: str = "127.0.0.1", port: int = 8000, nam
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path == "/health":
-                self._answer(200, {"ok": True, "model": name, "backend": type(backend).__name__})
+                self._answer(200, {"ok": True, "model": name, "backend": type(backend).__name__,
+                                   "dtype": backend.weights_dtype})
             else:
                 self._answer(404, {"error": f"no route GET {self.path}"})
 

@@ -32,6 +32,7 @@ from rich.progress import (
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from thinkrl.data.tasks import Task, get_task
+from thinkrl.files import cache_root
 from thinkrl.tiny.config import TinyConfig
 from thinkrl.tiny.corpus import CorpusMix, corpus_texts
 from thinkrl.tiny.gate import GateReport, evaluate_gate
@@ -43,10 +44,6 @@ VERSION = 2
 _TRAINING_FIELDS = set(TinyConfig.model_fields) - {"output_dir", "force"}
 
 StepCallback = Callable[[int, int, float], None]  # (done, total, loss)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("THINKRL_CACHE", "~/.cache/thinkrl")).expanduser()
 
 
 def checkpoint_dir(cfg: TinyConfig) -> Path:

@@ -29,7 +29,10 @@ class LoraConfig(Config):
 class ModelConfig(Config):
     name: str = Field("thinkrl/tiny", description="local checkpoint folder or hub id (thinkrl/tiny: the embedded default)")
     tokenizer: str | None = Field(None, description="tokenizer folder or hub id (null: the model's own)")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="compute dtype; bfloat16/float16 "
+                                                             "train in mixed precision (fp32 trained weights and AdamW "
+                                                             "state, half-precision forward/backward); the frozen "
+                                                             "reference and a LoRA base are held in it")
     gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
     lora: LoraConfig = LoraConfig()
 
@@ -76,16 +79,21 @@ class OptimConfig(AdamWConfig):
     updates_per_pass: int = Field(1, ge=1, description="optimiser steps per pass over the rollout batch")
 
 
-class RunConfig(Config):
+class TrainRunConfig(Config):
+    """What every training run folder shares (GRPO's and SFT's `run` sections)."""
+
+    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept on disk")
+    trackers: list[Literal["tensorboard", "wandb"]] = Field([], description="extra metric trackers")
+    torch_threads: int = Field(0, ge=0, description="torch CPU threads per process (0: torch's default)")
+    plot: bool = Field(True, description="write PNG plots of the metrics at the end")
+
+
+class RunConfig(TrainRunConfig):
     output_dir: str = Field("runs/grpo", description="run folder: checkpoints, metrics.jsonl, samples, plots")
     steps: int = Field(60, ge=1, description="RL steps (one rollout batch each)")
     seed: int = Field(0, description="seed for data order, sampling and init")
     save_every: int = Field(20, ge=0, description="checkpoint every N steps (0: only at the end)")
-    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept on disk")
     sample_every: int = Field(10, ge=1, description="write sample completions every N steps")
-    trackers: list[Literal["tensorboard", "wandb"]] = Field([], description="extra metric trackers")
-    torch_threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
-    plot: bool = Field(True, description="write PNG plots of the metrics at the end")
 
 
 class GRPOConfig(Config):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -76,7 +76,6 @@ class MemoryEstimate:
     training_total: int
     generation_total: int
     kv_bytes_per_token: int
-    rollout_kv: int  # KV cache to hold every rollout sequence at once
     vllm_kv_capacity: int  # what is left of vLLM's share after its copy of the weights
 
     @property
@@ -107,11 +106,6 @@ class DryRunReport:
     def fits(self) -> bool:
         return self.memory.peak <= self.run.gpu_memory_gib * GIB
 
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["memory"]["peak"] = self.memory.peak
-        out["fits"] = self.fits
-        return out
 
 
 # ---------------------------------------------------------------- the config, without weights
@@ -125,9 +119,9 @@ def resolve_model_config(name: str) -> tuple[Any, str]:
     """(transformers config, where it came from), never touching the network or the weights."""
     from transformers import AutoConfig
 
-    from thinkrl.models import TINY_NAME, resolve_model_path
+    from thinkrl.models import is_tiny, resolve_model_path
 
-    if name == TINY_NAME or name.startswith(TINY_NAME + "@"):
+    if is_tiny(name):
         return AutoConfig.from_pretrained(resolve_model_path(name)), "thinkrl tiny default"
     path = Path(name).expanduser()
     if path.exists():
@@ -211,9 +205,11 @@ def estimate_memory(shape: ModelShape, run: RunShape) -> MemoryEstimate:
     """Bytes per GPU, term by term.
 
     ZeRO/FSDP over `num_gpus`: stage >= 1 shards optimizer states, >= 2 gradients, 3 the
-    weights too (FSDP full shard is stage 3). AdamW keeps two fp32 moments per trainable
-    parameter, plus an fp32 master copy when the weights are half precision. With LoRA the
-    reference model is the base with the adapter switched off, so it costs nothing extra.
+    weights too (FSDP full shard is stage 3; thinkrl launches stages 0 and 3). Trained weights
+    are fp32 whatever `dtype` says (mixed precision: half-precision compute under autocast), so
+    a trainable parameter costs 4 bytes of weight, 4 of gradient and 8 of AdamW moments; a
+    frozen one (the LoRA base, the reference model, vLLM's copy) costs `dtype`'s bytes. With
+    LoRA the reference model is the base with the adapter switched off, so it costs nothing.
     """
     if run.num_gpus < 1:
         raise ConfigError(f"num_gpus must be >= 1, got {run.num_gpus}")
@@ -225,10 +221,10 @@ def estimate_memory(shape: ModelShape, run: RunShape) -> MemoryEstimate:
     def shard(value: float, from_stage: int) -> int:
         return math.ceil(value / n) if run.zero_stage >= from_stage else math.ceil(value)
 
-    weights = shard(run.total_params * wbytes, 3)
-    gradients = shard(run.trainable_params * wbytes, 2)
-    optim_per_param = 8 + (4 if wbytes < 4 else 0)
-    optimizer = shard(run.trainable_params * optim_per_param, 1)
+    frozen = run.total_params - run.trainable_params
+    weights = shard(run.trainable_params * 4 + frozen * wbytes, 3)
+    gradients = shard(run.trainable_params * 4, 2)
+    optimizer = shard(run.trainable_params * 8, 1)
 
     tokens = run.micro_batch_size * run.seq_len
     layer_full = activation_elements_per_token(shape) * tokens * wbytes
@@ -242,8 +238,7 @@ def estimate_memory(shape: ModelShape, run: RunShape) -> MemoryEstimate:
 
     vllm = int(run.vllm_memory_fraction * run.gpu_memory_gib * GIB)
     kv_per_token = 2 * shape.num_layers * shape.kv_dim * wbytes
-    rollout_kv = run.rollout_samples * run.seq_len * kv_per_token
-    vllm_weights = run.total_params * wbytes if not run.lora else (run.total_params - run.trainable_params) * wbytes
+    vllm_weights = (frozen if run.lora else run.total_params) * wbytes
     vllm_kv_capacity = max(0, vllm - vllm_weights)
 
     resident = weights + optimizer + reference
@@ -253,7 +248,7 @@ def estimate_memory(shape: ModelShape, run: RunShape) -> MemoryEstimate:
     return MemoryEstimate(weights=weights, gradients=gradients, optimizer=optimizer, activations=activations,
                           logits=logits, reference=reference, vllm=vllm, training_total=training_total,
                           generation_total=generation_total, kv_bytes_per_token=kv_per_token,
-                          rollout_kv=rollout_kv, vllm_kv_capacity=vllm_kv_capacity)
+                          vllm_kv_capacity=vllm_kv_capacity)
 
 
 # ---------------------------------------------------------------- the command
@@ -331,10 +326,10 @@ def _load_tokenizer(name: str) -> Any:
     """A local folder or the Hugging Face cache; never the network."""
     from transformers import AutoTokenizer
 
-    from thinkrl.models import TINY_NAME, resolve_model_path
+    from thinkrl.models import is_tiny, resolve_model_path
 
     try:
-        if name == TINY_NAME or Path(name).expanduser().exists():
+        if is_tiny(name) or Path(name).expanduser().exists():
             return AutoTokenizer.from_pretrained(resolve_model_path(name))
         return AutoTokenizer.from_pretrained(name, local_files_only=True)
     except ModelNotFoundError:
@@ -364,14 +359,14 @@ def print_dry_run(report: DryRunReport, console: Any = None) -> None:
     table.add_column("how")
     ckpt = "checkpointed" if run.gradient_checkpointing else "no checkpointing"
     rows = [
-        ("weights", mem.weights, f"{run.dtype}" + (", sharded" if run.zero_stage >= 3 else "")),
-        ("gradients", mem.gradients, "trainable params" + (", sharded" if run.zero_stage >= 2 else "")),
-        ("optimizer (AdamW)", mem.optimizer, "fp32 moments" + (" + master" if run.dtype != "float32" else "")
-         + (", sharded" if run.zero_stage >= 1 else "")),
+        ("weights", mem.weights, ("fp32 adapters, frozen base " + run.dtype if run.lora else "fp32 (trained)")
+         + (", sharded" if run.zero_stage >= 3 else "")),
+        ("gradients", mem.gradients, "fp32, trainable params" + (", sharded" if run.zero_stage >= 2 else "")),
+        ("optimizer (AdamW)", mem.optimizer, "two fp32 moments" + (", sharded" if run.zero_stage >= 1 else "")),
         ("activations", mem.activations, ckpt),
         ("logits", mem.logits, "fp32, vocab x tokens"),
         ("reference model", mem.reference, "none" if not run.reference_model else
-         ("LoRA: adapter off" if run.lora else "frozen copy")),
+         ("LoRA: adapter off" if run.lora else f"frozen copy, {run.dtype}")),
         ("vLLM share", mem.vllm, "asleep while training" if run.vllm_sleep and mem.vllm else
          ("colocated" if mem.vllm else "not colocated")),
     ]

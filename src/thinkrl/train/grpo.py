@@ -24,7 +24,7 @@ from thinkrl.train.checkpoint import resume_checkpoint
 from thinkrl.train.config import GRPOConfig
 from thinkrl.train.distributed import check_launch, gather_rollout, local_share, reduce_weighted
 from thinkrl.train.grpo_metrics import LearningWarnings, step_metrics
-from thinkrl.train.model_setup import build_optimizer, load_policy
+from thinkrl.train.model_setup import build_optimizer, load_policy, make_accelerator
 from thinkrl.train.policy import (
     build_policy_batch,
     frozen_logprobs,
@@ -56,18 +56,21 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     scores its share of each step's prompts (whole groups) and DDP averages the gradients
     (FSDP2 also shards the weights); the result equals a one-process run with the same global
     batch, up to float tolerance."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     if cfg.run.torch_threads:
         torch.set_num_threads(cfg.run.torch_threads)
-    # The scheduler is stepped by hand, once per optimiser step (not once per process).
-    accelerator = Accelerator(step_scheduler_with_optimizer=False)
+    accelerator = make_accelerator(cfg.model)
     check_launch(accelerator, lora=cfg.model.lora.enabled)
     main = accelerator.is_main_process
-    if cfg.rollout.prompts_per_step % accelerator.num_processes:
+    world = accelerator.num_processes
+    if cfg.rollout.prompts_per_step % world:
         raise ConfigError(f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} must be divisible by the "
-                          f"number of processes ({accelerator.num_processes}): each process takes whole groups")
+                          f"number of processes ({world}): each process takes whole groups")
+    local_rows = cfg.rollout.prompts_per_step // world * cfg.rollout.group_size
+    if local_rows % cfg.optim.updates_per_pass:  # else processes would take different numbers of steps
+        raise ConfigError(f"optim.updates_per_pass={cfg.optim.updates_per_pass} must divide each process's "
+                          f"rollout batch ({local_rows} samples on each of {world} processes)")
     run_dir = Path(cfg.run.output_dir)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -100,7 +103,8 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
         for step in range(start_step + 1, cfg.run.steps + 1):
             t0 = time.perf_counter()
             # the transformers engine samples from the policy itself: under FSDP, from whole weights
-            with unsharded(accelerator, model) if isinstance(engine, TransformersEngine) else contextlib.nullcontext():
+            with (unsharded(accelerator, model) if isinstance(engine, TransformersEngine) else contextlib.nullcontext(),
+                  accelerator.autocast()):
                 rollout = collect_rollout(engine, examples, prompts, order, step, cfg,
                                           rank=accelerator.process_index, world=accelerator.num_processes)
             if hasattr(engine, "sleep"):  # vLLM frees its KV cache while the trainer needs the memory
@@ -155,7 +159,8 @@ def build_engine(model, tokenizer, cfg: GRPOConfig):
         from thinkrl.models import resolve_model_path
         from thinkrl.rollout.vllm_engine import VLLMEngine
 
-        return VLLMEngine(resolve_model_path(cfg.model.name), cfg.rollout.vllm, tokenizer=tokenizer, seed=cfg.run.seed)
+        tokenizer_path = resolve_model_path(cfg.model.tokenizer) if cfg.model.tokenizer else None  # vLLM takes a path
+        return VLLMEngine(resolve_model_path(cfg.model.name), cfg.rollout.vllm, tokenizer=tokenizer_path, seed=cfg.run.seed)
     return TransformersEngine(model, tokenizer, batch_size=cfg.rollout.batch_size)
 
 
@@ -177,6 +182,14 @@ def collect_rollout(engine, examples, prompts, order: PromptOrder, step: int, cf
     kept_examples, kept_completions, kept_rewards, kept_scores = [], [], [], []
     groups_sampled = zero_var_groups = generated = 0
     rounds = 1 + (cfg.algo.max_refill_rounds if cfg.algo.dynamic_sampling else 0)
+
+    def keep(sampled: tuple, g: int) -> None:
+        batch_examples, completions, rewards, scores = sampled
+        kept_examples.append(batch_examples[g])
+        kept_completions.extend(completions[g * G:(g + 1) * G])
+        kept_rewards.append(rewards[g * G:(g + 1) * G])
+        kept_scores.append((scores, g))
+
     for round_ in range(rounds):
         if round_ == 0:
             index = local_share(order.take((step - 1) * cfg.rollout.prompts_per_step, cfg.rollout.prompts_per_step),
@@ -196,17 +209,19 @@ def collect_rollout(engine, examples, prompts, order: PromptOrder, step: int, cf
         groups_sampled += len(index)
         zero_var_groups += int(flat.sum())
         generated += sum(len(c.completion_ids) for c in completions)
-        keep = [g for g in range(len(index)) if not (cfg.algo.dynamic_sampling and flat[g])]
-        for g in keep:
-            kept_examples.append(batch_examples[g])
-            kept_completions.extend(completions[g * G:(g + 1) * G])
-            kept_rewards.append(rewards[g * G:(g + 1) * G])
-            kept_scores.append((scores, g))
+        sampled = (batch_examples, completions, rewards, scores)
+        for g in range(len(index)):
+            if not (cfg.algo.dynamic_sampling and flat[g]):
+                keep(sampled, g)
         if len(kept_examples) >= P:
             break
-    if not kept_examples:  # every group was flat in every round: nothing to learn, keep the last round
-        kept_examples, kept_completions = batch_examples, completions
-        kept_rewards, kept_scores = [rewards.view(-1, G)[g] for g in range(len(index))], [(scores, g) for g in range(len(index))]
+    if world > 1 or not kept_examples:
+        # Top up with the last round's flat groups (advantage 0). With nothing kept, there is
+        # still a batch to step on; under a launch, every process must train on P groups, or
+        # one would run fewer forward passes and collectives than the others wait for.
+        for g in range(len(index)):
+            if len(kept_examples) < P and cfg.algo.dynamic_sampling and flat[g]:
+                keep(sampled, g)
     kept_examples, kept_completions = kept_examples[:P], kept_completions[:P * G]
     kept_rewards, kept_scores = kept_rewards[:P], kept_scores[:P]
     rewards = torch.cat(kept_rewards)

@@ -20,9 +20,28 @@ class Policy:
     reference: Any | None  # None when beta=0, or with LoRA (the reference is the adapter-disabled base)
 
 
+def make_accelerator(cfg: ModelConfig) -> Any:
+    """An Accelerator whose mixed precision follows `cfg.dtype` (bf16/fp16 autocast over fp32
+    weights; float32 leaves the launch's choice). The scheduler is stepped by hand, once per
+    optimiser step (accelerate would step it once per process). accelerate keeps one
+    process-wide state and refuses a second Accelerator with another precision, yet one
+    process runs a pipeline's stages one after another: the per-run part is reset, the
+    process group (PartialState) is kept."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    precision = {"bfloat16": "bf16", "float16": "fp16"}.get(cfg.dtype)
+    return Accelerator(step_scheduler_with_optimizer=False, mixed_precision=precision)
+
+
 def load_policy(cfg: ModelConfig, need_reference: bool) -> Policy:
+    """The policy to train, its tokenizer and (when needed) a frozen reference. Trained weights
+    are float32 whatever `cfg.dtype` says: AdamW on bf16 weights rounds away updates smaller
+    than half a bf16 step (most of them at RL learning rates); autocast gives the half-precision
+    compute. A LoRA base is frozen, so it stays in `cfg.dtype` (peft keeps adapters in fp32)."""
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.name)
-    model = load_model(cfg.name, dtype=cfg.dtype)
+    model = load_model(cfg.name, dtype=cfg.dtype if cfg.lora.enabled else "float32")
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = True  # generation still wants the KV cache

@@ -28,22 +28,12 @@ from thinkrl.config import to_yaml
 from thinkrl.errors import ConfigError
 from thinkrl.train.checkpoint import resume_checkpoint
 from thinkrl.train.distributed import check_launch
-from thinkrl.train.model_setup import build_optimizer, load_policy
+from thinkrl.train.model_setup import build_optimizer, load_policy, make_accelerator
 from thinkrl.train.progress import StepProgress
 from thinkrl.train.saving import restore, restore_sharded_optimizer, save_final, save_step
 from thinkrl.train.sft_config import SFTConfig
-from thinkrl.train.sft_data import (
-    FILLER,
-    IGNORE,
-    SFTData,
-    SFTDataReport,
-    StepPlan,
-    TokenizedExample,
-    collate,
-    deal_micro_batches,
-    load_sft_data,
-    plan_steps,
-)
+from thinkrl.train.sft_data import IGNORE, SFTData, SFTDataReport, TokenizedExample, collate, load_sft_data
+from thinkrl.train.sft_plan import FILLER, StepPlan, deal_micro_batches, plan_steps
 from thinkrl.train.sharding import is_sharded, unsharded
 from thinkrl.train.tracking import MetricsTracker
 
@@ -64,14 +54,11 @@ class SFTResult:
 def train_sft(cfg: SFTConfig, on_step: Callable[[int, dict], None] | None = None) -> SFTResult:
     """Fine-tune `cfg.model` on `cfg.data`; `on_step(step, metrics)` runs after each step
     (and its checkpoint), on every process."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     if cfg.run.torch_threads:
         torch.set_num_threads(cfg.run.torch_threads)
-    # The scheduler is stepped by hand once per optimiser step: accelerate would step it once
-    # per process, which suits schedules sized for one process's batches, not global steps.
-    accelerator = Accelerator(step_scheduler_with_optimizer=False)
+    accelerator = make_accelerator(cfg.model)
     processes = accelerator.num_processes
     accum = micro_batches_per_step(cfg, processes)
     accelerator.gradient_accumulation_steps = accum
@@ -95,7 +82,7 @@ def train_sft(cfg: SFTConfig, on_step: Callable[[int, dict], None] | None = None
 
     checkpoint = resume_checkpoint(run_dir) if cfg.resume else None
     start_step = _resume(accelerator, checkpoint, model, optimizer, scheduler, plan_key(data, cfg)) if checkpoint else 0
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model, optimizer = accelerator.prepare(model, optimizer)
     restore_sharded_optimizer(accelerator, checkpoint, model, optimizer.optimizer)
     loader = accelerator.prepare(_loader(data, plan, start_step, processes, cfg, tokenizer.pad_token_id))
     step_tokens = [_count(data, rows) for rows in plan.steps]
@@ -144,7 +131,7 @@ def train_sft(cfg: SFTConfig, on_step: Callable[[int, dict], None] | None = None
                 tracker.log(step, metrics)
                 progress.advance(metrics)
             if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == total_steps:
-                save_step(accelerator, run_dir, step, model, tokenizer, optimizer.optimizer, scheduler.scheduler,
+                save_step(accelerator, run_dir, step, model, tokenizer, optimizer.optimizer, scheduler,
                           extra_state={"epoch": plan.epoch(step), "plan": plan_key(data, cfg)},
                           keep_last=cfg.run.keep_checkpoints)
             if on_step is not None:

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from thinkrl.config import Config
-from thinkrl.train.config import AdamWConfig, ModelConfig
+from thinkrl.train.config import AdamWConfig, ModelConfig, TrainRunConfig
 
 SFTTemplate = Literal["auto", "none", "r1_zero", "r1_zero_short", "chat", "plain"]
 
@@ -55,7 +55,7 @@ class SFTOptimConfig(AdamWConfig):
     schedule: Literal["constant", "linear", "cosine"] = Field("cosine", description="lr after warm-up")
 
 
-class SFTRunConfig(Config):
+class SFTRunConfig(TrainRunConfig):
     output_dir: str = Field("runs/sft", description="run folder: checkpoints, metrics.jsonl, plots, final/")
     epochs: int = Field(2, ge=1, description="passes over the training rows")
     max_steps: int = Field(0, ge=0, description="stop after this many optimiser steps (0: run.epochs decides; "
@@ -64,11 +64,7 @@ class SFTRunConfig(Config):
     micro_batch_size: int = Field(8, ge=1, description="rows per forward/backward on one process")
     eval_every: int = Field(0, ge=0, description="eval loss every N steps (0: only at the end; needs data.eval_fraction)")
     save_every: int = Field(50, ge=0, description="checkpoint every N steps (0: only at the end)")
-    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept on disk")
-    trackers: list[Literal["tensorboard", "wandb"]] = Field([], description="extra metric trackers")
-    torch_threads: int = Field(0, ge=0, description="torch CPU threads per process (0: torch's default)")
     seed: int = Field(0, description="seed for the data order, packing, the eval split and init")
-    plot: bool = Field(True, description="write PNG plots of the metrics at the end")
 
 
 class SFTConfig(Config):
