@@ -71,11 +71,15 @@ def main_process_only(work: Callable[[], T], heartbeat_s: float = 30.0) -> T:
     return result
 
 
-def close_process_group() -> None:
+def close_process_group(finished: bool = True) -> None:
     """Tear down the process group of an `accelerate launch` before the interpreter exits:
     left to exit, gloo aborts the process now and then ('terminate called without an
-    active exception'), failing a run that finished."""
+    active exception'), failing a run that finished. A finished run first waits for every
+    process (no collective still in flight anywhere); a failed one does not, since the
+    others may never arrive."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()

@@ -27,3 +27,13 @@ def test_demo_learns_to_think_and_the_control_does_not(tmp_path):
 
     control = run_demo(DemoConfig(**common, control="shuffle", output_dir=str(tmp_path / "control")))
     assert control["after"]["pass_at_1"] < before["pass_at_1"] + 0.1
+
+
+def test_full_demo_refuses_settings_its_recipe_would_ignore(tmp_path):
+    from thinkrl.config import load_config
+    from thinkrl.errors import ConfigError
+
+    cfg = load_config(DemoConfig, None, ["full=true", "seed=3", "steps=5", f"output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="seed, steps would be ignored.*thinkrl pipeline"):
+        run_demo(cfg)
+    assert not (tmp_path / "mini-r1").exists()

@@ -20,6 +20,7 @@ from rich.table import Table
 from thinkrl.config import Config, to_yaml
 from thinkrl.data.config import DataConfig, TrainDataConfig
 from thinkrl.data.loaders import load_examples
+from thinkrl.errors import ConfigError
 from thinkrl.eval.config import EvalSettings
 from thinkrl.eval.evaluate import EvalMetrics, evaluate
 from thinkrl.eval.report import write_results
@@ -108,6 +109,11 @@ def run_full(cfg: DemoConfig) -> dict:
     from thinkrl.config import load_config
     from thinkrl.pipeline.runner import PipelineConfig, run_pipeline
 
+    ignored = sorted(cfg.model_fields_set - {"full", "output_dir", "torch_threads"})
+    if ignored:  # the recipe sets its own models, seeds and steps: say so rather than ignore them
+        raise ConfigError(f"full=true runs the packaged recipe, which takes only output_dir and torch_threads; "
+                          f"{', '.join(ignored)} would be ignored. Copy {RECIPE} and edit it, then run "
+                          f"`thinkrl pipeline YOUR_COPY.yaml`")
     overrides = [f"output_dir={Path(cfg.output_dir) / 'mini-r1'}", f"torch_threads={cfg.torch_threads}"]
     return run_pipeline(load_config(PipelineConfig, RECIPE, overrides))
 
