@@ -106,7 +106,7 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
             with (unsharded(accelerator, model) if isinstance(engine, TransformersEngine) else contextlib.nullcontext(),
                   accelerator.autocast()):
                 rollout = collect_rollout(engine, examples, prompts, order, step, cfg,
-                                          rank=accelerator.process_index, world=accelerator.num_processes)
+                                          rank=accelerator.process_index, world=world)
             if hasattr(engine, "sleep"):  # vLLM frees its KV cache while the trainer needs the memory
                 engine.sleep()
             t1 = time.perf_counter()
@@ -183,8 +183,7 @@ def collect_rollout(engine, examples, prompts, order: PromptOrder, step: int, cf
     groups_sampled = zero_var_groups = generated = 0
     rounds = 1 + (cfg.algo.max_refill_rounds if cfg.algo.dynamic_sampling else 0)
 
-    def keep(sampled: tuple, g: int) -> None:
-        batch_examples, completions, rewards, scores = sampled
+    def keep(g: int) -> None:  # group g of the round sampled last
         kept_examples.append(batch_examples[g])
         kept_completions.extend(completions[g * G:(g + 1) * G])
         kept_rewards.append(rewards[g * G:(g + 1) * G])
@@ -209,19 +208,18 @@ def collect_rollout(engine, examples, prompts, order: PromptOrder, step: int, cf
         groups_sampled += len(index)
         zero_var_groups += int(flat.sum())
         generated += sum(len(c.completion_ids) for c in completions)
-        sampled = (batch_examples, completions, rewards, scores)
         for g in range(len(index)):
             if not (cfg.algo.dynamic_sampling and flat[g]):
-                keep(sampled, g)
+                keep(g)
         if len(kept_examples) >= P:
             break
     if world > 1 or not kept_examples:
         # Top up with the last round's flat groups (advantage 0). With nothing kept, there is
         # still a batch to step on; under a launch, every process must train on P groups, or
         # one would run fewer forward passes and collectives than the others wait for.
-        for g in range(len(index)):
-            if len(kept_examples) < P and cfg.algo.dynamic_sampling and flat[g]:
-                keep(sampled, g)
+        skipped = [g for g in range(len(index)) if cfg.algo.dynamic_sampling and flat[g]]
+        for g in skipped[:max(0, P - len(kept_examples))]:
+            keep(g)
     kept_examples, kept_completions = kept_examples[:P], kept_completions[:P * G]
     kept_rewards, kept_scores = kept_rewards[:P], kept_scores[:P]
     rewards = torch.cat(kept_rewards)
