@@ -144,19 +144,17 @@ for _cmd in _available():
 
 
 def main() -> None:
-    finished = False
+    from thinkrl.processes import exit_when_done
+
+    exit_when_done(_run_app)
+
+
+def _run_app() -> None:
     try:
         app()
-    except SystemExit as exc:  # how click ends every command, a successful one included
-        finished = exc.code in (0, None)
-        raise
     except ThinkrlError as exc:  # raised outside a command body (e.g. while building help)
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
-    finally:
-        from thinkrl.processes import close_process_group
-
-        close_process_group(finished)
 
 
 if __name__ == "__main__":

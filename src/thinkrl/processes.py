@@ -1,12 +1,17 @@
 """Work that does not split over the processes of an `accelerate launch` (sampling a
 dataset, an evaluation, bookkeeping) runs once, on the main process, while the others wait;
-and the process group is torn down cleanly at exit. In a plain run these just run."""
+and a launched process ends with its command's exit status, never with an abort in the
+interpreter's teardown. In a plain run these just run."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
+import threading
+import traceback
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -30,8 +35,6 @@ def main_process_only(work: Callable[[], T], heartbeat_s: float = 30.0) -> T:
     one collective: an hour of sampling would outlast the process group's timeout."""
     if launched_processes() == 1:
         return work()
-    import threading
-
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list, parse_flag_from_env
 
@@ -72,14 +75,71 @@ def main_process_only(work: Callable[[], T], heartbeat_s: float = 30.0) -> T:
 
 
 def close_process_group(finished: bool = True) -> None:
-    """Tear down the process group of an `accelerate launch` before the interpreter exits:
-    left to exit, gloo aborts the process now and then ('terminate called without an
-    active exception'), failing a run that finished. A finished run first waits for every
-    process (no collective still in flight anywhere); a failed one does not, since the
+    """Tear down the process group of an `accelerate launch`. A finished run first waits for
+    every process (no collective still in flight anywhere); a failed one does not, since the
     others may never arrive."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
+    dist = sys.modules.get("torch.distributed")  # never imported: no group to close
+    if dist is not None and dist.is_available() and dist.is_initialized():
         if finished:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def exit_when_done(main: Callable[[], object]) -> NoReturn:
+    """Run a command's `main` and exit with its status: 0 when it returns, a SystemExit's
+    code, 1 (with the traceback printed) when it raises. Every entry point of a launched
+    process (the CLI, scripts of one's own) should end through here.
+
+    Why a launched process does not simply return: `destroy_process_group` stops gloo's
+    worker threads only once nothing holds the group, and in a launched DDP or FSDP run
+    something built by `prepare` still holds it, from C++. Those threads then live on into
+    the interpreter's teardown, and one that releases a tensor there takes the GIL of a
+    finalizing interpreter, which ends the thread with a forced unwind through C++ code that
+    may not unwind: std::terminate, 'terminate called without an active exception',
+    SIGABRT, and a run that finished is marked failed. So once the group is closed, a
+    launched process does what teardown would do for it (join its non-daemon threads, run
+    the atexit hooks: logging, trackers, weakref finalizers), flushes stdout/stderr, and
+    leaves with os._exit. Files must be closed by then (thinkrl writes through `with`
+    blocks); nothing else of the teardown is needed."""
+    if launched_processes() == 1:
+        try:
+            main()
+        finally:
+            close_process_group(finished=False)  # a plain run has no group unless `main` made one
+        sys.exit(0)
+    code = _exit_status(main)
+    try:
+        close_process_group(finished=code == 0)
+    except Exception:  # noqa: BLE001 - a peer that died before the barrier
+        traceback.print_exc()
+        code = code or 1
+    _exit_without_teardown(code)
+
+
+def _exit_status(main: Callable[[], object]) -> int:
+    """What the interpreter would have exited with had `main` been run as a script."""
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        return 130
+    except BaseException:  # noqa: BLE001 - reported as the interpreter would, as status 1
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def _exit_without_teardown(code: int) -> NoReturn:
+    threading._shutdown()  # type: ignore[attr-defined]  # what teardown runs first: joins non-daemon threads, executors
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or gone: nothing left to lose
+            pass
+    os._exit(code)

@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 from thinkrl.errors import ThinkrlError
-from thinkrl.processes import close_process_group, main_process_only
+from thinkrl.processes import exit_when_done, main_process_only
 
-if __name__ == "__main__":
+
+def main() -> None:
     out = Path(sys.argv[1])
     rank = int(os.environ["RANK"])
 
@@ -34,4 +35,7 @@ if __name__ == "__main__":
     except ValueError as exc:
         failure = f"ValueError: {exc}"
     (out / f"rank{rank}.json").write_text(json.dumps({"got": got, "failure": failure}))
-    close_process_group()
+
+
+if __name__ == "__main__":
+    exit_when_done(main)

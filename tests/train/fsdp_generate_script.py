@@ -12,12 +12,13 @@ from accelerate import Accelerator
 from launching import fsdp_on_cpu
 
 from thinkrl.models import load_model, load_tokenizer
-from thinkrl.processes import close_process_group
+from thinkrl.processes import exit_when_done
 from thinkrl.rollout.base import SamplingParams
 from thinkrl.rollout.transformers_engine import TransformersEngine
 from thinkrl.train.sharding import full_states, unsharded
 
-if __name__ == "__main__":
+
+def main() -> None:
     torch.set_num_threads(1)
     fsdp_on_cpu()
     accelerator = Accelerator()
@@ -40,4 +41,7 @@ if __name__ == "__main__":
     state, _ = full_states(accelerator, model)
     if accelerator.is_main_process:
         model.save_pretrained(out / "final", state_dict=state)
-    close_process_group()
+
+
+if __name__ == "__main__":
+    exit_when_done(main)

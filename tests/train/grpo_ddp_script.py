@@ -9,7 +9,7 @@ import torch
 from launching import fsdp_on_cpu, record_world
 
 from thinkrl.config import load_config
-from thinkrl.processes import close_process_group
+from thinkrl.processes import exit_when_done
 from thinkrl.rewards import RewardResult, register
 from thinkrl.train.config import GRPOConfig
 from thinkrl.train.grpo import train_grpo
@@ -22,10 +22,13 @@ def sevens(completion: str, example, **options) -> RewardResult:
     return RewardResult(share, "some" if share else "none")
 
 
-if __name__ == "__main__":
+def main() -> None:
     torch.set_num_threads(1)
     if os.environ.get("FSDP_ON_CPU") == "1":
         fsdp_on_cpu()
     train_grpo(load_config(GRPOConfig, None, sys.argv[1:]))
     record_world(os.environ.get("GRPO_WORLD_FILE"))
-    close_process_group()
+
+
+if __name__ == "__main__":
+    exit_when_done(main)

@@ -9,14 +9,18 @@ import torch
 from launching import fsdp_on_cpu, record_world
 
 from thinkrl.config import load_config
-from thinkrl.processes import close_process_group
+from thinkrl.processes import exit_when_done
 from thinkrl.train.sft import train_sft
 from thinkrl.train.sft_config import SFTConfig
 
-if __name__ == "__main__":
+
+def main() -> None:
     torch.set_num_threads(1)
     if os.environ.get("FSDP_ON_CPU") == "1":
         fsdp_on_cpu()
     train_sft(load_config(SFTConfig, None, sys.argv[1:]))
     record_world(os.environ.get("SFT_WORLD_FILE"))
-    close_process_group()
+
+
+if __name__ == "__main__":
+    exit_when_done(main)
