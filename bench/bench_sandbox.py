@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args()
     rows = [json.loads(line) for line in args.data.read_text().splitlines()][: args.limit]
-    jobs = [(r["prompt"] + r["canonical_solution"], r["test"] + f"\ncheck({r['entry_point']})\n", r["entry_point"]) for r in rows]
+    jobs = [(r["prompt"] + r["canonical_solution"], r["test"] + f"\ncheck({r['entry_point']})\n", r["entry_point"], r["prompt"]) for r in rows]
     print(f"isolation: {isolation_report()['mode']}")
     for workers in args.workers:
         start = time.monotonic()

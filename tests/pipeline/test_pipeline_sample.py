@@ -281,8 +281,8 @@ def scripted_judge_app(calls: list[str]):
     @app.post("/v1/chat/completions")
     def chat(body: dict):
         prompt = body["messages"][-1]["content"]
-        reference = re.search(r"<reference>\n(.*)\n</reference>", prompt, re.DOTALL).group(1).strip().lower()
-        prediction = re.search(r"<prediction>\n(.*)\n</prediction>", prompt, re.DOTALL).group(1).strip().lower()
+        reference = re.search(r"<reference-[0-9a-f]+>\n(.*)\n</reference-[0-9a-f]+>", prompt, re.DOTALL).group(1).strip().lower()
+        prediction = re.search(r"<prediction-[0-9a-f]+>\n(.*)\n</prediction-[0-9a-f]+>", prompt, re.DOTALL).group(1).strip().lower()
         calls.append(prediction)
         if "crash" in prediction:
             return JSONResponse({"error": {"message": "judge crashed"}}, status_code=500)

@@ -51,3 +51,13 @@ def test_partial_credit_and_failure_reasons(humaneval) -> None:
     assert fn(body_only, example, include_prompt=True).score == 1.0
     with pytest.raises(DataError):
         fn(half, Example(prompt="", kind="code"))
+
+
+def test_tests_call_the_prompts_helpers_not_the_programs(humaneval) -> None:
+    row = next(r for r in humaneval if r["entry_point"] == "decode_cyclic")  # its tests call encode_cyclic
+    example = _example(row)
+    fn = get_reward("code_accuracy")
+    assert fn(_fenced(row["prompt"] + row["canonical_solution"]), example).score == 1.0
+    # Redefining the helper the tests trust as the identity would make the identity "right".
+    forged = "def encode_cyclic(s):\n    return s\n\ndef decode_cyclic(s):\n    return s\n"
+    assert fn(_fenced(forged), example).score == 0.0

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import random
+import re
+import time
+
 import pytest
 
 from thinkrl.data.example import Example
 from thinkrl.rewards import get_reward
+from thinkrl.rewards.language import MAX_SCORED_CHARS, strip_math_or_code
 from thinkrl.rewards.length import cosine_value, overlong_penalty
 
 PLAIN = Example(prompt="Q", answer="4")
@@ -80,6 +85,50 @@ def test_language_consistency_prefilled_think() -> None:
     fn = get_reward("language_consistency")
     assert fn("We add them up.</think>4", PREFILLED).score == 1.0
     assert fn("Сначала сложим</think>4", PREFILLED).score == 0.0
+
+
+# The regex language.py used to drop math and code: the meaning strip_math_or_code keeps.
+OLD_MATH_OR_CODE = re.compile(r"```.*?```|`[^`]*`|\$\$.*?\$\$|\$[^$]*\$|\\\(.*?\\\)|\\\[.*?\\\]|\\[A-Za-z]+", re.DOTALL)
+FLOOD_CHARS = 64 * 1024
+
+
+def test_strip_math_or_code_matches_the_regex_it_replaced() -> None:
+    rng = random.Random(0)
+    alphabet = ["\\", "(", ")", "[", "]", "$", "`", "a", "b", " ", "\n"]
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 20)))
+        assert strip_math_or_code(text) == OLD_MATH_OR_CODE.sub(" ", text), text
+    assert strip_math_or_code("see $x$ and \\(y\\), `code`, \\frac{1}{2} ```a\nb``` here") == "see   and  ,  ,  {1}{2}   here"
+
+
+def _seconds(fn, text: str) -> float:
+    """The best of three timings of `fn` on `text` (the best is the least disturbed by load)."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        fn(text, PLAIN)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+@pytest.mark.parametrize("unit", ["\\(", "\\[", "$", "\\boxed{"])
+def test_language_consistency_is_linear_on_floods_of_openers(unit: str) -> None:
+    fn = get_reward("language_consistency")
+    fn("We warm up the identifier.", PLAIN)
+    prose = ("We add the numbers, then we divide the sum by two. " * FLOOD_CHARS)[:FLOOD_CHARS]
+    flood = (unit * FLOOD_CHARS)[:FLOOD_CHARS]
+    baseline = _seconds(fn, prose)  # plain prose of the same size: linear work
+    assert fn(flood, PLAIN).reason == "no_words"
+    assert _seconds(fn, flood) < 10 * baseline + 0.05  # was 10 s (150x the baseline) for \( and \[
+
+
+def test_language_consistency_scores_a_bounded_prefix() -> None:
+    fn = get_reward("language_consistency")
+    sentence = "We add the numbers, then we divide the sum by two. "
+    capped = (sentence * MAX_SCORED_CHARS)[:MAX_SCORED_CHARS]
+    huge = sentence * (16 * MAX_SCORED_CHARS // len(sentence))
+    assert fn(huge, PLAIN) == fn(capped, PLAIN)
+    assert _seconds(fn, huge) < 3 * _seconds(fn, capped) + 0.05  # 16x the text, not 16x the time
 
 
 def test_overlong_penalty_values() -> None:

@@ -18,8 +18,10 @@ def _problems(data_dir):
 
 
 def _job(problem, body=None):
+    """(program, tests, entry point, prelude): the prompt's helpers (poly, encode_cyclic)
+    reach the tests from the trusted prompt, not from the program."""
     program = problem["prompt"] + (problem["canonical_solution"] if body is None else body)
-    return program, problem["test"] + f"\ncheck({problem['entry_point']})\n", problem["entry_point"]
+    return program, problem["test"] + f"\ncheck({problem['entry_point']})\n", problem["entry_point"], problem["prompt"]
 
 
 def test_canonical_solutions_pass(data_dir):
@@ -33,7 +35,7 @@ def test_canonical_solutions_pass(data_dir):
 
 def test_wrong_solution_fails_with_partial_counts(data_dir):
     problem = _problems(data_dir)[2]  # truncate_number: 3 asserts
-    result = run_tests(*_job(problem, "    return 0.5\n"))  # right only for the first (3.5 -> 0.5)
+    result = run_tests(*_job(problem, "    return 0.5\n")[:3])  # right only for the first (3.5 -> 0.5)
     assert result.status == "failed"
     assert (result.passed, result.total) == (1, 3)
     assert result.outcomes == ["pass", "fail", "fail"]
@@ -48,7 +50,7 @@ def test_entry_point_without_final_check_call(data_dir):
 
 def test_program_that_does_not_compile_is_an_error(data_dir):
     problem = _problems(data_dir)[0]
-    result = run_tests(*_job(problem, "    return (\n"))
+    result = run_tests(*_job(problem, "    return (\n")[:3])
     assert result.status == "error" and result.passed == 0
     assert "SyntaxError" in result.detail
 

@@ -58,3 +58,46 @@ def test_missing_final_record_never_passes():
     assert decide(partial, 2, Exit(code=128 + 24))[0] == "timeout"  # SIGXCPU
     assert decide(partial, 2, Exit(code=137, output_exceeded=True))[0] == "output_limit"
     assert decide(parse_records(b"", NONCE), 1, Exit(code=0))[:2] == ("exited", 0)
+
+
+def test_tests_see_only_the_entry_point_or_their_free_names():
+    humaneval = "def check(candidate):\n    assert candidate(encode(1)) == 1\n\ncheck(decode)\n"
+    assert plan_tests(humaneval, "decode").exposed == ("decode",)  # encode: from the prelude, or missing
+    plain = "import math\nx = 2\nassert f(x) == g(math.pi)\nassert abs(f(1)) == len([1])\n"
+    assert plan_tests(plain).exposed == ("f", "g")  # builtins, imports and the tests' own names are never the program's
+    assert plan_tests(plain, prelude="def g(y):\n    return y\n").exposed == ("f",)
+    assert plan_tests(plain, "f").exposed == ("f",)
+    with pytest.raises(PlanError, match="expression"):
+        plan_tests("def check(candidate):\n    assert candidate()\n\ncheck(lambda: 1)\n")
+
+
+def test_plain_data_crosses_exactly_and_nothing_else_does():
+    from fractions import Fraction
+
+    from thinkrl.sandbox.wire import WireError, decode, dump_message, encode, load_message
+
+    value = [None, True, 0, -(10**40), 1.5, float("inf"), complex(1, -2), "é\n", b"\x00\xff", (1, (2,)),
+             {"a": [1], 2: {3}}, frozenset({4}), set()]
+    back = decode(load_message(dump_message(["ok", encode(value)]), 10**6)[1])
+    assert back == value and [type(v) for v in back] == [type(v) for v in value]
+    assert b"\n" not in dump_message([encode("a\nb")])[:-1]
+
+    class Eq(int):
+        def __eq__(self, other):
+            return True
+
+    for bad in (Eq(1), [Eq(1)], {"k": Fraction(1, 2)}, lambda: 1, iter([1]), type):
+        with pytest.raises(WireError):
+            encode(bad)
+    nested: list = []
+    for _ in range(100):
+        nested = [nested]
+    with pytest.raises(WireError, match="deeply"):
+        encode(nested)
+    for forged in (["x"], ["i", "1e5"], ["i", "0x10"], ["l", "abc"], ["d", [[["l", []], ["n"]]]], ["S", [["l", []]]], 5, []):
+        with pytest.raises(WireError):
+            decode(forged)
+    with pytest.raises(WireError, match="bytes"):
+        load_message(b"[" + b"1," * 100 + b"1]", 50)
+    with pytest.raises(WireError):
+        load_message(b"{\"a\": 1}", 100)

@@ -6,6 +6,7 @@ kind is a synthetic task whose own exact checker decides (`thinkrl.data.tasks`).
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,12 +17,24 @@ from thinkrl.rewards.extract import AnswerMode, extract_answer, extract_code
 from thinkrl.rewards.math_grading import _math_needs_worker, math_accuracy
 
 
+def code_prelude(prompt: str) -> str:
+    """A prompt that is Python (a HumanEval signature and its helpers: `poly`, `encode_cyclic`)
+    is trusted code the tests may call; the tests never see the program's own copy of it."""
+    try:
+        module = ast.parse(prompt)
+    except (SyntaxError, ValueError):
+        return ""
+    defines = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)
+    return prompt if any(isinstance(node, defines) for node in module.body) else ""
+
+
 @register("code_accuracy", isolate=True)
 def code_accuracy(completion: str, example: Example, partial: bool = False, include_prompt: bool = False,
-                  time_limit_s: float = 4.0, memory_mb: int = 512) -> RewardResult:
+                  time_limit_s: float = 4.0, memory_mb: int = 512, isolation: str | None = None) -> RewardResult:
     """1.0 when the last code block passes all of `example.tests` in the sandbox, else 0.0
     (or the share of passed test units with `partial=True`). `include_prompt` puts the
-    prompt (a HumanEval signature) in front of the code."""
+    prompt (a HumanEval signature) in front of the code. `isolation` names a sandbox mode;
+    "setuid" and "rlimits" (no namespaces) run only when named here or in THINKRL_SANDBOX_MODE."""
     from thinkrl.sandbox import SandboxLimits, run_tests
 
     if not example.tests:
@@ -31,7 +44,7 @@ def code_accuracy(completion: str, example: Example, partial: bool = False, incl
         return RewardResult(0.0, "no_code")
     program = f"{example.prompt}\n{code}" if include_prompt else code
     limits = SandboxLimits(wall_time_s=time_limit_s, cpu_time_s=max(0.5, time_limit_s * 0.8), memory_mb=memory_mb)
-    result = run_tests(program, example.tests, example.entry_point, limits)
+    result = run_tests(program, example.tests, example.entry_point, limits, isolation, prelude=code_prelude(example.prompt))
     if result.all_passed:
         return RewardResult(1.0, "correct")
     reason = "wrong" if result.status == "failed" else result.status
@@ -58,12 +71,13 @@ def _accuracy_needs_worker(completion: str, example: Example, options: Mapping[s
 
 @register("accuracy", isolate=_accuracy_needs_worker)
 def accuracy(completion: str, example: Example, answer_mode: AnswerMode = "auto", partial: bool = False,
-             include_prompt: bool = False, timeout_s: float = 5.0) -> RewardResult:
-    """Correctness whatever the example's kind: math, code or a synthetic task."""
+             include_prompt: bool = False, timeout_s: float = 5.0, isolation: str | None = None) -> RewardResult:
+    """Correctness whatever the example's kind: math, code or a synthetic task (`isolation`:
+    the code sandbox's mode, see code_accuracy)."""
     if example.kind == "math":
         return math_accuracy(completion, example, answer_mode=answer_mode, timeout_s=timeout_s)
     if example.kind == "code":
-        return code_accuracy(completion, example, partial=partial, include_prompt=include_prompt)
+        return code_accuracy(completion, example, partial=partial, include_prompt=include_prompt, isolation=isolation)
     if example.kind == "general":
         raise DataError(f"example {example.id or '(no id)'} has kind 'general': rule rewards cannot grade it (use a judge)")
     return task_accuracy(completion, example, answer_mode=answer_mode)

@@ -52,6 +52,13 @@ def register(name: str, *, isolate: IsolateRule = True) -> Callable[[Callable[..
     `isolate` says whether the batch scorer runs it in a worker process with a hard timeout
     (the safe default for anything that parses model output) or inline in the caller (for
     cheap checks such as tags); it may be a function of (completion, example, options).
+
+    Inline, nothing can stop a reward (a regex holds the GIL), and the policy's text is
+    adversarial: RL finds any input that makes a grader slow. So `isolate=False` is a promise
+    that the work is linear in the completion's length whatever the text (`str.find`/`count`,
+    single-pass scans, regexes without overlapping unbounded quantifiers, never a lazy `.*?`
+    between two different delimiters) and bounded in size (a cap on the text scored or sent).
+    Work that cannot promise that goes to the pool, where a timeout kills it and scores 0.
     """
 
     def add(fn: Callable[..., RewardResult]) -> Callable[..., RewardResult]:

@@ -95,11 +95,17 @@ class OpenAIEngine:
 
     def chat_one(self, messages: list[dict[str, Any]], params: SamplingParams) -> str:
         """The first reply to one conversation; a failed request raises ThinkrlError."""
+        return self.chat_reply(messages, params)[0]
+
+    def chat_reply(self, messages: list[dict[str, Any]], params: SamplingParams) -> tuple[str, str | None]:
+        """(text, finish_reason as the endpoint sent it) of the first reply: callers that must
+        tell a finished reply from one cut off by max_tokens ("length") read the reason."""
         with self._errors():
             response = self.client.chat.completions.create(model=self.model, messages=messages, **_request_args(params))
         if not response.choices:
             raise ThinkrlError(f"endpoint {self.base_url} returned no choices")
-        return response.choices[0].message.content or ""
+        choice = response.choices[0]
+        return choice.message.content or "", choice.finish_reason
 
     def _sample(self, prompt: str, params: SamplingParams) -> list[tuple[str, str]]:
         args = _request_args(params)

@@ -4,8 +4,10 @@
     result = run_tests(program, example.tests, example.entry_point)
     result.all_passed, result.passed, result.total, result.status
 
-isolation.py documents the fallback chain (namespaces > userns > setuid > rlimits) and
-harness.py the threat model of the verdict channel.
+The tests run in their own interpreter (tester.py), the program in the sandbox
+(harness.py); they exchange plain data only (wire.py). isolation.py documents the modes
+(namespaces > userns, and setuid or rlimits only when asked for), cgroup.py the bounds on
+the program's whole process tree; docs/sandbox.md the threat model.
 """
 
 from thinkrl.sandbox.isolation import SandboxUnavailable, isolation_report

@@ -1,215 +1,123 @@
-"""The sandbox child: fence itself in, run the untrusted program, then each test unit, and report.
+"""The sandbox: fence itself in, run the untrusted program, then answer the tests' calls.
 
-Started by runner.py as `python -I -S -B harness.py` with the job (program, test plan,
-limits, a per-run nonce, the result fd number) as JSON on stdin. Standard library only.
+Started by runner.py as `python -I -S -B harness.py` with the job (the program, the names
+the tests may call, the limits, the mode) as JSON on stdin. Standard library only. The
+tests are not in the job: they run in tester.py, another process this one cannot reach.
 
 Process tree (namespace modes):
 
     harness (outside the pid namespace; waits, relays the exit status)
-      └─ supervisor (pid 1 of a new pid namespace, root: sets up mounts, never runs
-         │           untrusted code; when it exits the kernel kills the whole namespace)
-         └─ worker (unprivileged, rlimited, seccomp: runs the program and the tests)
+      └─ supervisor (pid 1 of a new pid namespace, root there: builds the empty root
+         │           filesystem, never runs untrusted code; when it exits the kernel kills
+         │           the whole namespace)
+         └─ worker (unprivileged, rlimited, seccomp: runs the program, serves the calls)
 
-Verdict channel: the worker writes `<nonce> <seq> <kind> ...` lines to an inherited pipe.
-The parent accepts only well-formed lines with the right nonce and consecutive sequence
-numbers, and counts a unit as passed only from a "unit i pass" record, which the worker
-writes after executing that unit without an exception. Exiting early, printing, or writing
-junk to every fd therefore never yields a pass; a forged or out-of-order record marks the
-whole run "tampered" (score 0).
-
-Threat model: the program shares the worker's address space and uid, so a program that
-digs the nonce out of the interpreter (gc.get_objects() to the recorder's closure, frame
-objects reached from a traceback, a profiler rewriting the harness's locals, ctypes)
-could forge records; that takes deliberate interpreter surgery, not a lucky completion.
-Everything short of that is handled below: patching builtins, stdlib modules or
-AssertionError, rebinding the harness's globals, trace/profile hooks, sys.exit and
-os._exit, objects whose __eq__ always says True, printing "PASS". The fix for the rest
-would be to evaluate the asserts in a process that never runs program code and ask the
-worker only for plain-data return values.
+Call protocol (wire.py), one line each way: the tester sends `["call", name, args,
+kwargs]`, the worker answers `["ok", value]`, `["raise", type name, message]` or
+`["error", why]`. What the worker sends is only ever parsed as plain data by the tester,
+so a program that rewrites this file's code in its own memory can send wrong answers,
+which it could have returned anyway, and nothing else.
 """
 
+import importlib.util
 import json
 import os
 import signal
 import sys
 
-PRELOAD = (
-    "math",
-    "re",
-    "string",
-    "collections",
-    "itertools",
-    "functools",
-    "heapq",
-    "bisect",
-    "operator",
-    "typing",
-    "copy",
-    "random",
-    "fractions",
-    "decimal",
-    "statistics",
-    "hashlib",
-)
 
-
-def _load_jail():
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jail.py")
-    spec = importlib.util.spec_from_file_location("thinkrl_sandbox_jail", path)
+def _load(name):
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py")
+    spec = importlib.util.spec_from_file_location("thinkrl_sandbox_" + name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def make_recorder(fd, nonce):
-    """A closure that writes authenticated, numbered records; the nonce lives only in here."""
-    write, encode, allowed = os.write, str.encode, frozenset(b'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:,{}"[]-=/ ')
-    key = encode(nonce, "ascii")
-    state = [0]
-
-    def record(kind, *fields):
-        parts = []
-        for value in fields:
-            try:
-                raw = encode(value if type(value) is str else repr(value), "ascii", "replace")[:2000]
-                parts.append(bytes(b for b in raw if b in allowed) or b"-")
-            except BaseException:
-                parts.append(b"?")
-        line = b" ".join([key, b"%d" % state[0], encode(kind, "ascii")] + parts) + b"\n"
-        state[0] += 1
-        write(fd, line)
-
-    return record
+def _send(fd, message, wire):
+    data = wire.dump_message(message)
+    while data:
+        data = data[os.write(fd, data) :]
 
 
-def run_program_and_tests(job, record):
-    """Execute the program, then every step of the plan; record each unit's outcome."""
-    import builtins
-    import threading
-    import types
+def _read_lines(fd):
+    """The tester's requests, one line at a time, until it closes its end."""
+    buffer = b""
+    while True:
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            yield line
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return
+        buffer += chunk
 
-    for name in PRELOAD:  # loaded now so their pristine state is snapshotted below
+
+def _reply(ns, request, wire):
+    """Run one call of the program and say what came of it, as plain data only."""
+    try:
+        _, name, args, kwargs = request
+        function, args, kwargs = ns.get(name), wire.decode(args), wire.decode(kwargs)
+    except Exception:  # noqa: BLE001 - the tester sent it; a broken request is answered, never fatal
+        return ["error", "a malformed request"]
+    try:
+        value = function(*args, **kwargs)
+    except MemoryError:
+        return ["raise", "MemoryError", ""]
+    except BaseException as exc:  # noqa: BLE001 - SystemExit too: it is the program's answer
         try:
-            __import__(name)
-        except ImportError:
+            return ["raise", str(type(exc).__name__)[:100], str(exc)[:500]]
+        except BaseException:  # noqa: BLE001 - an exception whose str() raises
+            return ["raise", "Exception", ""]
+    try:
+        return ["ok", wire.encode(value)]
+    except wire.WireError as exc:
+        return ["error", f"{name}() returned something that is not plain data ({exc})"]
+    except BaseException:  # noqa: BLE001 - a value whose traversal raises (RecursionError, ...)
+        return ["error", f"{name}() returned something that is not plain data"]
+
+
+def _flush():
+    """The program's output reaches the parent before the answer it goes with: once the
+    tester is done, the parent kills the sandbox without waiting."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001 - a program that closed or replaced its streams
             pass
-    # Everything the verdict depends on is bound here, before untrusted code can patch it.
-    _exec, _eval, _compile, _dict, _type, _id, _set, _len, _enum = exec, eval, compile, dict, type, id, set, len, enumerate
-    _Base, _Memory, _Type, _Function = BaseException, MemoryError, TypeError, types.FunctionType
-    _settrace, _setprofile, _thread_settrace = sys.settrace, sys.setprofile, threading.settrace
-    plain_types = (bool, int, float, complex, str, bytes, type(None), list, tuple, dict, set, frozenset)
-    containers = (list, tuple, set, frozenset)
-    missing = object()
-    pristine_builtins = _dict(builtins.__dict__)
-    snapshots = [
-        (m.__dict__, _dict(m.__dict__))
-        for n, m in list(sys.modules.items())
-        if n not in ("__main__", "sys") and _type(m) is types.ModuleType
-    ]
 
-    def reason(exc):
-        try:
-            return _type(exc).__name__
-        except _Base:
-            return "?"
 
-    def reset():
-        """Undo what the program may have patched: tracers, builtins, stdlib module attributes."""
-        _settrace(None)
-        _setprofile(None)
-        _thread_settrace(None)
-        for live, saved in snapshots:
-            for key, value in saved.items():
-                if live.get(key, missing) is not value:
-                    live[key] = value
-
-    def is_plain(value):
-        """Only exact builtin data types: an object with a forged __eq__ cannot satisfy an assert."""
-        stack, seen = [value], _set()
-        while stack:
-            item = stack.pop()
-            kind = _type(item)
-            if not any(kind is t for t in plain_types):
-                return False
-            if any(kind is t for t in containers) or kind is dict:
-                if _id(item) in seen:
-                    continue
-                seen.add(_id(item))
-                stack.extend(item.items() if kind is dict else item)
-        return True
-
-    def guard(fn):
-        def guarded(*args, **kwargs):
-            out = fn(*args, **kwargs)
-            if not is_plain(out):
-                raise _Type("the function under test returned a non-plain value")
-            return out
-
-        return guarded
-
-    steps = job["steps"]
+def serve(job, wire):
+    """Execute the program, report what it defines, then answer calls until the tester is done."""
+    reply_fd, call_fd = job["reply_fd"], job["call_fd"]
+    module = type(sys)("__solution__")  # a real module: multiprocessing pickles its functions by name
+    sys.modules["__solution__"] = module
+    ns = module.__dict__
     try:
-        setup_code = _compile(job["setup"], "<tests>", "exec")
-        step_codes = [_compile(step["source"], "<test unit>", "exec") for step in steps]
-        program_code = _compile(job["program"], "<program>", "exec")
-    except _Base as exc:
-        record("program", "error", reason(exc))
-        record("done", sum(1 for s in steps if s["is_unit"]))
-        return
-
-    ns = {"__name__": "__solution__", "__builtins__": builtins}
-    try:
-        _exec(program_code, ns)
-        outcome = "ok"
-    except _Memory:
-        outcome = "memory"
-    except _Base as exc:
-        outcome = "error:" + reason(exc)
-    for _ in range(8):  # a tracer that raises is unset by CPython; retry until ours is the last word
+        exec(compile(job["program"], "<program>", "exec"), ns)
+        outcome, why = "ok", ""
+    except MemoryError:
+        outcome, why = "memory", "MemoryError"
+    except BaseException as exc:  # noqa: BLE001 - SystemExit and all: the program failed to load
+        outcome, why = "error", type(exc).__name__
+    sys.settrace(None)
+    sys.setprofile(None)
+    defined = [name for name in job["exposed"] if callable(ns.get(name))]
+    _flush()
+    _send(reply_fd, ["loaded", outcome, str(why)[:100], defined], wire)
+    for line in _read_lines(call_fd):
         try:
-            _setprofile(None)
-            _settrace(None)
+            request = wire.load_message(line, job["max_value_bytes"])
+        except wire.WireError:
+            request = ["malformed"]
+        if request[0] == "exit":
             break
-        except _Base:
-            pass
-    record("program", *outcome.split(":", 1))
-
-    reset()
-    tns = {k: (guard(v) if _type(v) is _Function and v.__globals__ is ns else v) for k, v in ns.items()}
-    tns["__builtins__"] = _dict(pristine_builtins)
-    tns["__name__"] = "__tests__"
-    try:
-        _exec(setup_code, tns)
-    except _Base:
-        pass  # the units that need the setup fail on their own
-    candidate = None
-    if job["candidate_expr"]:
-        try:
-            candidate = guard(_eval(job["candidate_expr"], tns))
-        except _Base:
-            candidate = None
-    unit = 0
-    for index, code in _enum(step_codes):
-        reset()
-        tns["__builtins__"] = _dict(pristine_builtins)
-        if job["candidate_name"] and candidate is not None:
-            tns[job["candidate_name"]] = candidate
-        try:
-            _exec(code, tns)
-            outcome, why = "pass", ""
-        except _Memory:
-            outcome, why = "memory", "MemoryError"
-        except _Base as exc:
-            outcome, why = "fail", reason(exc)
-        if steps[index]["is_unit"]:
-            record("unit", unit, outcome, why)
-            unit += 1
-    record("done", unit)
+        reply = _reply(ns, request, wire) if request[0] == "call" else ["error", "unknown request"]
+        _flush()
+        _send(reply_fd, reply, wire)
 
 
-def probe_facts(jail, job):
+def probe_facts(job):
     """What the worker can and cannot do, measured from inside (for isolation_report)."""
     import socket
 
@@ -222,25 +130,41 @@ def probe_facts(jail, job):
         facts["host_writable"] = True
     except OSError:
         facts["host_writable"] = False
-    try:
-        socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
-        facts["inet_socket"] = True
-    except OSError:
-        facts["inet_socket"] = False
+    families = {"inet": socket.AF_INET, "inet6": socket.AF_INET6, "netlink": socket.AF_NETLINK, "unix": socket.AF_UNIX}
+    families["vsock"] = getattr(socket, "AF_VSOCK", 40)
+    facts["sockets"] = []
+    for name, family in families.items():
+        try:
+            socket.socket(family, socket.SOCK_DGRAM if name != "inet" else socket.SOCK_STREAM).close()
+            facts["sockets"].append(name)
+        except OSError:
+            pass
     try:
         facts["interfaces"] = [name for _, name in socket.if_nameindex()]
     except OSError:
         facts["interfaces"] = []
+    facts["visible"] = sorted(entry for entry in os.listdir("/") if not entry.startswith("."))
+    facts["devices"] = sorted(os.listdir("/dev")) if os.path.isdir("/dev") else []
+    try:
+        os.close(os.memfd_create("probe"))
+        facts["memfd"] = True
+    except (OSError, AttributeError):
+        facts["memfd"] = False
+    try:
+        with open(f"/proc/{job['parent_pid']}/environ", "rb"):
+            facts["parent_environ_readable"] = True
+    except OSError:
+        facts["parent_environ_readable"] = False
     return facts
 
 
-def worker(jail, job, record, facts):
+def worker(jail, job, wire, facts):
     os.chdir(job["workdir"])
-    if job["mode"] in ("namespaces", "setuid"):
+    if job["uid"] != os.getuid():
         jail.drop_privileges(job["uid"], job["uid"])
     elif job["mode"] == "userns":
         jail.drop_capabilities()
-    jail.apply_rlimits(job["limits"], job["nproc"])
+    jail.apply_rlimits(job["limits"], job["nproc"], job["memory_per_process_mb"])
     try:
         jail.install_seccomp(block_network=not job["limits"]["network"])
         facts["seccomp"] = True
@@ -251,30 +175,28 @@ def worker(jail, job, record, facts):
         except OSError:
             pass
     if job["probe"]:
-        facts.update(probe_facts(jail, job))
-        record("ready", json.dumps(facts))
+        facts.update(probe_facts(job))
+        _send(job["reply_fd"], ["facts", json.dumps(facts)], wire)
         return
-    record("ready", json.dumps(facts))
     try:
-        run_program_and_tests(job, record)
-    except BaseException:
-        os._exit(4)  # the program broke the harness (closed fds, raising tracers): missing units fail
+        serve(job, wire)
+    except BaseException:  # noqa: BLE001 - the program broke the server (closed fds...): its calls fail
+        os._exit(4)
 
 
-def supervisor(jail, job, record):
-    """Pid 1 of the sandbox in namespace modes: build the filesystem view, then watch the worker."""
+def _setup_error(job, wire, exc):
+    try:
+        _send(job["reply_fd"], ["setup-error", f"{type(exc).__name__}: {exc}"], wire)
+    except BaseException:  # noqa: BLE001 - nothing more to say
+        pass
+
+
+def supervisor(jail, job, wire):
+    """Pid 1 of the sandbox in namespace modes: build the filesystem, then watch the worker."""
     facts = {"mode": job["mode"]}
     jail.prctl(jail.PR_SET_PDEATHSIG, signal.SIGKILL)
     if job["mode"] in ("namespaces", "userns"):
-        facts["ro_mount_failures"] = jail.make_host_read_only()
-        facts["hidden"] = jail.hide_paths(job["hide"], job["keep"])
-        jail.private_tmp(job["limits"]["disk_mb"])
-        try:
-            jail.private_proc()
-            facts["private_proc"] = True
-        except OSError:
-            facts["private_proc"] = False
-        os.makedirs(job["workdir"], mode=0o700)
+        facts["root"] = jail.empty_root(job["keep"], job["limits"]["disk_mb"], job["workdir"])
         if job["mode"] == "namespaces":
             os.chown(job["workdir"], job["uid"], job["uid"])
     signal.signal(signal.SIGALRM, lambda *_: os._exit(128 + signal.SIGALRM))
@@ -283,21 +205,18 @@ def supervisor(jail, job, record):
     if pid == 0:
         code = 0
         try:
-            worker(jail, job, record, facts)
-        except BaseException as exc:
-            try:
-                record("setup", "error", type(exc).__name__ + ": " + str(exc))
-            except BaseException:
-                pass
+            worker(jail, job, wire, facts)
+        except BaseException as exc:  # noqa: BLE001 - reported to the tester, which fails every unit
+            _setup_error(job, wire, exc)
             code = 3
         try:
             sys.stdout.flush()
             sys.stderr.flush()
-        except BaseException:
+        except BaseException:  # noqa: BLE001
             pass
         os._exit(code)
     _, status = os.waitpid(pid, 0)
-    if job["mode"] == "setuid":  # no pid namespace: sweep up whatever the worker's uid left running
+    if job["uid"] != os.getuid() and job["mode"] not in ("namespaces", "userns"):  # no pid namespace: sweep up the uid
         killer = os.fork()
         if killer == 0:
             jail.drop_privileges(job["uid"], job["uid"])
@@ -312,9 +231,8 @@ def supervisor(jail, job, record):
 def main():
     job = json.loads(sys.stdin.buffer.read())
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-    jail = _load_jail()
+    jail, wire = _load("jail"), _load("wire")
     jail.prctl(jail.PR_SET_PDEATHSIG, signal.SIGKILL)
-    record = make_recorder(job.pop("fd"), job.pop("nonce"))
     flags = jail.CLONE_NEWNS | jail.CLONE_NEWPID | jail.CLONE_NEWIPC | jail.CLONE_NEWUTS
     if not job["limits"]["network"]:
         flags |= jail.CLONE_NEWNET
@@ -326,17 +244,15 @@ def main():
             jail.unshare(jail.CLONE_NEWUSER | flags)
             jail.map_user_namespace(uid, gid)
     except OSError as exc:
-        record("setup", "error", str(exc))
+        _setup_error(job, wire, exc)
         os._exit(3)
     pid = os.fork()
     if pid == 0:
         try:
-            supervisor(jail, job, record)
-        except BaseException as exc:
-            try:
-                record("setup", "error", type(exc).__name__ + ": " + str(exc))
-            finally:
-                os._exit(3)
+            supervisor(jail, job, wire)
+        except BaseException as exc:  # noqa: BLE001 - reported to the tester, which fails every unit
+            _setup_error(job, wire, exc)
+            os._exit(3)
     _, status = os.waitpid(pid, 0)
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
 

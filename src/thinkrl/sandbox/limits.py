@@ -10,12 +10,12 @@ STATUSES = (
     "passed",  # every test unit ran to the end and passed
     "failed",  # the tests ran to the end, some failed
     "timeout",  # wall-clock or CPU limit hit
-    "memory",  # the address-space limit stopped the program or a test
+    "memory",  # the memory limit (the run's cgroup, or a process's address space) stopped the program
     "output_limit",  # stdout + stderr (or the result channel) grew past max_output_bytes
     "error",  # the program or the tests could not be compiled or loaded
-    "exited",  # the process ended (sys.exit, os._exit) before the harness reported every test
-    "crashed",  # killed by a signal (segfault, abort) before the harness reported every test
-    "tampered",  # the result channel held a record the harness did not write
+    "exited",  # the program's process ended (os._exit, ...) before every test unit had run
+    "crashed",  # the program's process was killed by a signal (segfault, abort) before every test unit had run
+    "tampered",  # the program broke the call protocol, or the result channel held a record the tester did not write
 )
 
 
@@ -31,10 +31,11 @@ class SandboxLimits:
     max_file_mb: int = 16
     disk_mb: int = 64
     max_open_files: int = 64
+    max_value_bytes: int = 4_000_000  # one argument list or return value crossing to or from the program
     network: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("wall_time_s", "cpu_time_s", "memory_mb", "max_processes", "max_output_bytes", "max_file_mb", "disk_mb"):
+        for name in ("wall_time_s", "cpu_time_s", "memory_mb", "max_processes", "max_output_bytes", "max_file_mb", "disk_mb", "max_value_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"SandboxLimits.{name} must be positive, got {getattr(self, name)!r}")
         if self.max_open_files < 16:

@@ -10,11 +10,18 @@ cannot be changed by the program under test. Two shapes are understood:
 
 When a shape cannot be split safely (a `return` inside check, say), the whole test is
 one unit. A test with no assert at all is one unit that passes when it runs cleanly.
+
+The plan also names what the tests may call in the program (`exposed`): the entry point,
+or, for plain asserts with none given, the names the tests use without defining them
+(and that are neither builtins nor defined by the trusted `prelude`). Nothing else of the
+program is visible to the tests: a program global named `abs` or `candidate` changes
+nothing.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
 from dataclasses import dataclass, field
 
 
@@ -34,6 +41,7 @@ class TestPlan:
     steps: list[Step] = field(default_factory=list)
     candidate_name: str | None = None  # the name the steps call the function under test by
     candidate_expr: str | None = None  # expression giving the function under test
+    exposed: tuple[str, ...] = ()  # the program's functions the tests may call, by name
 
     @property
     def total(self) -> int:
@@ -69,8 +77,38 @@ def _steps(statements: list[ast.stmt]) -> list[Step] | None:
     return steps
 
 
-def plan_tests(tests: str, entry_point: str | None = None) -> TestPlan:
-    """Parse `tests` into setup code and ordered steps; raise PlanError when it cannot run."""
+def _bound_names(tree: ast.AST) -> set[str]:
+    """Every name the code binds somewhere: assignments, defs, imports, parameters, handlers."""
+    bound = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            bound.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.alias):
+            bound.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and node.name:
+            bound.add(node.name)
+    return bound
+
+
+def _free_names(tree: ast.AST, prelude: str) -> tuple[str, ...]:
+    """Names the tests read but never bind, that no builtin or prelude definition supplies."""
+    try:
+        supplied = _bound_names(ast.parse(prelude)) if prelude else set()
+    except SyntaxError:
+        supplied = set()
+    loaded = [n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
+    skip = _bound_names(tree) | supplied | set(dir(builtins))
+    return tuple(sorted({name for name in loaded if name not in skip}))
+
+
+def plan_tests(tests: str, entry_point: str | None = None, prelude: str = "") -> TestPlan:
+    """Parse `tests` into setup code and ordered steps; raise PlanError when it cannot run.
+
+    `prelude` is trusted code the tests may use (a HumanEval prompt's helpers)."""
     try:
         module = ast.parse(tests)
     except SyntaxError as exc:
@@ -81,7 +119,8 @@ def plan_tests(tests: str, entry_point: str | None = None) -> TestPlan:
         steps = _steps(body)
         if steps is None or not any(s.is_unit for s in steps):
             steps = [Step(tests, True)]
-        return TestPlan(setup="", steps=steps, candidate_name=entry_point)
+        exposed = (entry_point,) if entry_point else _free_names(module, prelude)
+        return TestPlan(setup="", steps=steps, candidate_name=entry_point, exposed=exposed)
 
     calls = [n for n in body if _is_check_call(n)]
     setup = ast.unparse(ast.Module(body=[n for n in body if not _is_check_call(n)], type_ignores=[]))
@@ -92,10 +131,15 @@ def plan_tests(tests: str, entry_point: str | None = None) -> TestPlan:
         candidate_expr = entry_point
     else:
         raise PlanError("the tests define check() but never call it, and no entry_point names the function to test")
+    named = call_args[0].id if call_args and isinstance(call_args[0], ast.Name) else None
+    exposed = tuple(dict.fromkeys(n for n in (entry_point, named) if n))
+    if not exposed:
+        raise PlanError("the tests call check() on an expression, and no entry_point names the function to test")
     params = check.args.args
     if len(params) != 1 or check.decorator_list:
-        return TestPlan(setup=setup, steps=[Step("check(candidate)", True)], candidate_name="candidate", candidate_expr=candidate_expr)
+        return TestPlan(setup=setup, steps=[Step("check(candidate)", True)], candidate_name="candidate",
+                        candidate_expr=candidate_expr, exposed=exposed)
     steps = _steps(check.body)
     if steps is None or not any(s.is_unit for s in steps):
         steps = [Step(f"check({params[0].arg})", True)]
-    return TestPlan(setup=setup, steps=steps, candidate_name=params[0].arg, candidate_expr=candidate_expr)
+    return TestPlan(setup=setup, steps=steps, candidate_name=params[0].arg, candidate_expr=candidate_expr, exposed=exposed)

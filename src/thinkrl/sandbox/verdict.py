@@ -1,7 +1,8 @@
 """Turn what came back from a sandboxed run into a SandboxResult.
 
 Pure functions: the only evidence of a pass is an authenticated record on the result
-channel (see harness.py); stdout, stderr and the exit code never count as one.
+channel, written by the tests' own interpreter (tester.py); stdout, stderr and the exit
+code never count as one.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import hmac
 import signal
 from dataclasses import dataclass, field
 
-KINDS = {"ready", "program", "unit", "done", "setup"}
+KINDS = {"ready", "program", "unit", "done", "setup", "channel"}
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Records:
     units: dict[int, tuple[str, str]] = field(default_factory=dict)
     done: int | None = None
     setup_error: str | None = None
+    channel: str = ""  # how the calls to the program broke: "gone" or "malformed: ..."
     tampered: str = ""
 
 
@@ -61,6 +63,8 @@ def _apply(out: Records, kind: str, rest: list[str]) -> str:
         out.ready = " ".join(rest)
     elif kind == "setup":
         out.setup_error = " ".join(rest[1:]) or "unknown"
+    elif kind == "channel":
+        out.channel = out.channel or " ".join(rest)
     elif kind == "program":
         if out.program is not None or not rest:
             return "a second program record"
@@ -81,8 +85,9 @@ class Exit:
     """How the sandbox process ended, as seen by the parent."""
 
     code: int | None
-    timed_out: bool = False
+    timed_out: bool = False  # the wall clock, or the CPU time of the whole tree
     output_exceeded: bool = False
+    out_of_memory: bool = False  # the run's cgroup killed a process for memory
 
 
 _TIMEOUT_CODES = {128 + signal.SIGXCPU, 128 + signal.SIGALRM}
@@ -99,6 +104,10 @@ def decide(records: Records, total: int, ended: Exit) -> tuple[str, int, list[st
     outcomes = [records.units.get(i, ("missing", ""))[0] for i in range(total)]
     passed = outcomes.count("pass")
     failure = next((f"unit {i}: {why or kind}" for i, (kind, why) in sorted(records.units.items()) if kind != "pass"), "")
+    if records.channel.startswith("malformed"):
+        return "tampered", 0, ["missing"] * total, f"the program broke the call protocol: {records.channel}"
+    if records.channel and passed < total:
+        return _ended_early(records, passed, outcomes, total, ended)
     if records.done is not None:
         if records.program == "error":
             return "error", passed, outcomes, f"the program failed to load: {records.program_reason}"
@@ -106,13 +115,21 @@ def decide(records: Records, total: int, ended: Exit) -> tuple[str, int, list[st
             return "memory", passed, outcomes, "the program ran out of memory while loading"
         if passed == total:
             return "passed", passed, outcomes, ""
-        status = "memory" if "memory" in outcomes else "failed"
+        status = "memory" if "memory" in outcomes or ended.out_of_memory else "failed"
         return status, passed, outcomes, failure
+    return _ended_early(records, passed, outcomes, total, ended)
+
+
+def _ended_early(records: Records, passed: int, outcomes: list[str], total: int, ended: Exit) -> tuple[str, int, list[str], str]:
+    """The program's process stopped answering: say why, from how the sandbox ended."""
+    if ended.out_of_memory:
+        return "memory", passed, outcomes, "the program's processes went over the memory limit"
     if ended.output_exceeded:
         return "output_limit", passed, outcomes, "output exceeded max_output_bytes"
     if ended.timed_out or ended.code in _TIMEOUT_CODES:
         return "timeout", passed, outcomes, "time limit exceeded"
-    where = f"after {len(records.units)} of {total} test units" if records.program else "while loading the program"
+    ran = sum(outcome != "missing" for outcome in outcomes) if records.channel else len(records.units)
+    where = f"after {ran} of {total} test units" if records.program else "while loading the program"
     if ended.code is not None and ended.code >= 128:
         return "crashed", passed, outcomes, f"killed by signal {ended.code - 128} {where}"
     return "exited", passed, outcomes, f"the process exited (code {ended.code}) {where}"
