@@ -39,7 +39,7 @@ def _one_torch_thread():
         pass
 
 
-def build_tiny_random_model(folder: Path, arch: str = "llama") -> Path:
+def build_tiny_random_model(folder: Path, arch: str = "llama", positions: int = 256) -> Path:
     """A random 2-layer model (Llama or Qwen2 architecture) with the tiny char tokenizer,
     saved as an ordinary Hugging Face checkpoint in `folder`."""
     import torch
@@ -56,7 +56,7 @@ def build_tiny_random_model(folder: Path, arch: str = "llama") -> Path:
     torch.manual_seed(0)
     config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[arch]
     config = config_cls(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=positions,
                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                         pad_token_id=tokenizer.pad_token_id)
     model_cls(config).save_pretrained(folder)

@@ -1,7 +1,13 @@
 """Typed configs: YAML files and `--set a.b=value` overrides validated by pydantic models.
 
 Every command has one config model (a `Config` subclass). A wrong field name or value
-becomes one `ConfigError` line that names the field and, for a typo, the closest valid name.
+becomes one `ConfigError` line that names the field and, for a typo, the closest valid name;
+a value of the wrong shape gets what the field expects, with an example (config_hints.py).
+
+Defaults live in the classes only, never in a default *instance* (`rollout =
+RolloutConfig(group_size=16)`): pydantic builds a section given as a mapping from its class
+defaults, so an instance default would hold for `ZeroConfig()` and silently vanish for
+`--set rollout.top_p=0.9`. A command that needs other defaults subclasses the section.
 """
 
 from __future__ import annotations
@@ -9,11 +15,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from thinkrl.config_hints import SHAPE_ERRORS, expected, locate, renamed_field, shown
 from thinkrl.errors import ConfigError
 
 C = TypeVar("C", bound="Config")
@@ -23,6 +30,8 @@ class Config(BaseModel):
     """Base for every config section: unknown fields are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True, protected_namespaces=())
+    # old dotted field name -> its new one: an old YAML or --set fails naming where it went
+    renamed: ClassVar[dict[str, str]] = {}
 
 
 def field_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -44,14 +53,20 @@ def _suggest(bad: str, valid: Iterable[str]) -> str:
 
 def _format_error(model: type[BaseModel], err: ValidationError) -> str:
     first = err.errors()[0]
-    path = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
+        path = ".".join(str(p) for p in first["loc"])
         return f"unknown config field '{path}'{_suggest(path, field_paths(model))}"
-    if not path:  # a check across fields (model validator): its message names them
+    if not first["loc"]:  # a check across fields (model validator): its message names them
         return f"config: {first['msg'].removeprefix('Value error, ')}"
-    value = first.get("input")
-    shown = repr(value) if not isinstance(value, dict) else "a mapping"
-    return f"config field '{path}': {first['msg']} (got {shown})"
+    path, annotation, default = locate(model, tuple(first["loc"]))
+    want = expected(annotation, default) if first["type"] in SHAPE_ERRORS else None
+    what = f"expected {want}" if want else _plain(first["msg"])
+    return f"config field '{path}': {what} (got {shown(first.get('input'))})"
+
+
+def _plain(message: str) -> str:
+    """pydantic's words for a bad value, as a rule about the field: 'must be ... (got x)'."""
+    return message.removeprefix("Value error, ").replace("Input should be", "must be", 1)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -99,27 +114,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def build_config(model: type[C], data: dict[str, Any]) -> C:
+    renamed = renamed_field(model, data)
+    if renamed:
+        raise ConfigError(renamed)
     try:
-        return model.model_validate(with_section_defaults(model, data))
+        return model.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_error(model, err)) from None
-
-
-def with_section_defaults(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
-    """`data` with every section the model defaults to an *instance* (ZeroConfig's
-    `rollout = RolloutConfig(group_size=16)`) filled in from that instance. Pydantic would
-    build a section given as a dict from its class defaults, so `--set rollout.top_p=0.9`
-    would silently reset the group size to the class default."""
-    out = dict(data)
-    for name, info in model.model_fields.items():
-        default, given = info.default, out.get(name)
-        if isinstance(default, BaseModel) and isinstance(given, dict):
-            out[name] = merge_dicts(default.model_dump(), with_section_defaults(type(default), given))
-        elif isinstance(given, dict):
-            sub = info.annotation
-            if isinstance(sub, type) and issubclass(sub, BaseModel):
-                out[name] = with_section_defaults(sub, given)
-    return out
 
 
 def merge_dicts(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def test_pipeline_on_two_processes(tiny_random_model, tmp_path):
             "model": {"name": "${rl}"}, "data": {"path": "task:chain", "task_size": 4}, "eval": {"k": 2, "max_new_tokens": 8}}},
     ]
     path = tmp_path / "pipeline.yaml"
-    path.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "run"), "torch_threads": 1, "stages": stages}))
+    path.write_text(yaml.safe_dump({"run": {"output_dir": str(tmp_path / "run"), "torch_threads": 1}, "stages": stages}))
     proc = launch_two("-m thinkrl.cli", ["pipeline", str(path)], {})
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "run"

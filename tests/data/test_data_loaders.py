@@ -13,7 +13,7 @@ import pytest
 from thinkrl.data.config import DataConfig
 from thinkrl.data.example import Example
 from thinkrl.data.loaders import load_examples, load_with_report
-from thinkrl.errors import DataError
+from thinkrl.errors import ConfigError, DataError
 
 ROWS = [
     {"question": "What is 2+2?", "answer": "4", "id": "a"},
@@ -116,7 +116,7 @@ def test_save_to_disk_folder_picks_the_split(tmp_path) -> None:
     splits.save_to_disk(str(tmp_path / "saved"))
     assert [e.prompt for e in load_examples(DataConfig(path=str(tmp_path / "saved")))] == ["test q", "test r"]
     assert [e.answer for e in load_examples(DataConfig(path=str(tmp_path / "saved"), split="train"))] == ["1"]
-    with pytest.raises(DataError, match="no split 'dev'; data.split can be train, test"):
+    with pytest.raises(ConfigError, match="no split 'dev'; data.split can be train, test"):
         load_examples(DataConfig(path=str(tmp_path / "saved"), split="dev"))
 
     splits["test"].save_to_disk(str(tmp_path / "one"))  # a single Dataset: split does not matter

@@ -128,7 +128,7 @@ def test_tiny_model_metrics_agree_with_its_samples(qwen_tok, data_dir, tmp_path)
     rows = [json.loads(line) for line in (data_dir / "gsm8k" / "test.jsonl").read_text().splitlines()[:3]]
     examples = [Example(prompt=r["question"], answer=r["answer"].split("####")[-1].strip(), id=str(i))
                 for i, r in enumerate(rows)]
-    settings = EvalSettings(k=3, max_new_tokens=6, temperature=1.0, batch_size=4, output_dir=str(tmp_path))
+    settings = EvalSettings(k=3, max_new_tokens=6, temperature=1.0, batch_size=4)
     result = evaluate(engine, qwen_tok, examples, settings, progress=False)
     write_results(result, tmp_path)
     samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]

@@ -33,7 +33,8 @@ def eval_yaml(path, model_dir, data_dir, output_dir) -> None:
     path.write_text(yaml.safe_dump({
         "model": {"name": str(model_dir), "device": "cpu"},
         "data": {"path": str(data_dir / "gsm8k" / "test.jsonl"), "limit": 3},
-        "eval": {"k": 3, "max_new_tokens": 6, "temperature": 1.0, "batch_size": 6, "output_dir": str(output_dir)},
+        "eval": {"k": 3, "max_new_tokens": 6, "temperature": 1.0, "batch_size": 6},
+        "run": {"output_dir": str(output_dir), "torch_threads": 1},
     }))
 
 
@@ -68,7 +69,7 @@ def test_cli_eval_runs_and_reproduces_with_the_same_seed(tiny_checkpoint, data_d
     assert first.exit_code == 0, first.output
     assert "pass@1 (k=3)" in first.output
     second = runner.invoke(app, ["eval", str(tmp_path / "eval.yaml"), "--set", "eval.greedy=false",
-                                 "--set", f"eval.output_dir={tmp_path / 'b'}"])
+                                 "--set", f"run.output_dir={tmp_path / 'b'}"])
     assert second.exit_code == 0, second.output
     a = [json.loads(line)["completion"] for line in (tmp_path / "a" / "samples.jsonl").read_text().splitlines()]
     b = [json.loads(line)["completion"] for line in (tmp_path / "b" / "samples.jsonl").read_text().splitlines()]
@@ -80,3 +81,13 @@ def test_config_errors_are_one_line():
         load_config(EvalConfig, None, ["eval.k=0", "eval.greedy=false"])
     with pytest.raises(ConfigError, match="did you mean 'eval.top_p'"):
         load_config(EvalConfig, None, ["eval.top_pp=0.9"])
+    with pytest.raises(ConfigError, match=r"^config field 'eval.output_dir' is now 'run.output_dir'"):
+        load_config(EvalConfig, None, ["eval.output_dir=somewhere"])
+
+
+def test_run_torch_threads_is_applied(tiny_checkpoint, data_dir, tmp_path, monkeypatch):
+    asked: list[int] = []  # torch's threads stay as conftest set them
+    monkeypatch.setattr("thinkrl.eval.run.set_torch_threads", asked.append)
+    eval_yaml(tmp_path / "eval.yaml", tiny_checkpoint, data_dir, tmp_path / "out")
+    run_eval(load_config(EvalConfig, tmp_path / "eval.yaml", ["run.torch_threads=3", "eval.k=1", "data.limit=1"]))
+    assert asked == [3]

@@ -13,8 +13,8 @@ from thinkrl.pipeline.demo import DemoConfig, run_demo
 
 @pytest.mark.slow
 def test_demo_learns_to_think_and_the_control_does_not(tmp_path):
-    common = {"seed": 0, "steps": 30, "eval_size": 48, "eval_k": 2, "lr": 3e-4}
-    trained = run_demo(DemoConfig(**common, output_dir=str(tmp_path / "demo")))
+    common = {"eval_size": 48, "eval_k": 2, "lr": 3e-4}
+    trained = run_demo(DemoConfig(**common, run={"seed": 0, "steps": 30, "output_dir": str(tmp_path / "demo")}))
     before, after = trained["before"], trained["after"]
     assert after["pass_at_1"] >= before["pass_at_1"] + 0.2
     assert after["format_rate"] >= 0.9
@@ -25,7 +25,8 @@ def test_demo_learns_to_think_and_the_control_does_not(tmp_path):
     assert (tmp_path / "demo" / "train" / "samples.jsonl").is_file()
     assert json.loads((tmp_path / "demo" / "summary.json").read_text())["after"]["pass_at_1"] == after["pass_at_1"]
 
-    control = run_demo(DemoConfig(**common, control="shuffle", output_dir=str(tmp_path / "control")))
+    control = run_demo(DemoConfig(**common, control="shuffle",
+                                  run={"seed": 0, "steps": 30, "output_dir": str(tmp_path / "control")}))
     assert control["after"]["pass_at_1"] < before["pass_at_1"] + 0.1
 
 
@@ -33,7 +34,25 @@ def test_full_demo_refuses_settings_its_recipe_would_ignore(tmp_path):
     from thinkrl.config import load_config
     from thinkrl.errors import ConfigError
 
-    cfg = load_config(DemoConfig, None, ["full=true", "seed=3", "steps=5", f"output_dir={tmp_path}"])
-    with pytest.raises(ConfigError, match="seed, steps would be ignored.*thinkrl pipeline"):
+    cfg = load_config(DemoConfig, None, ["full=true", "run.seed=3", "run.steps=5", f"run.output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="run.seed, run.steps would be ignored.*thinkrl pipeline"):
         run_demo(cfg)
     assert not (tmp_path / "mini-r1").exists()
+    cfg = load_config(DemoConfig, None, ["full=true", "model.name=m", "lr=0.1", "run.torch_threads=1"])
+    with pytest.raises(ConfigError, match="lr, model.name would be ignored"):
+        run_demo(cfg)
+
+
+def test_demo_fields_share_the_other_commands_names():
+    from thinkrl.config import load_config
+    from thinkrl.errors import ConfigError
+    from thinkrl.pipeline.demo import grpo_config
+
+    cfg = load_config(DemoConfig, None, ["model.name=m", "run.seed=2", "run.steps=6", "run.output_dir=out"])
+    grpo = grpo_config(cfg)
+    assert (grpo.model.name, grpo.run.seed, grpo.run.steps, grpo.run.output_dir) == ("m", 2, 6, "out/train")
+    assert grpo_config(load_config(DemoConfig, None, ["run.seed=2"])).model.name == "thinkrl/tiny@2"
+    for item, new in [("seed=1", "run.seed"), ("steps=5", "run.steps"), ("model=m", "model.name"),
+                      ("output_dir=x", "run.output_dir")]:
+        with pytest.raises(ConfigError, match=f"is now '{new}'"):
+            load_config(DemoConfig, None, [item])

@@ -18,7 +18,7 @@ def has_digit(completion: str, example, **options) -> RewardResult:
 
 def distill_config(base_url: str, student, out) -> DistillConfig:
     return build_config(DistillConfig, {
-        "output_dir": str(out),
+        "run": {"output_dir": str(out), "torch_threads": 1},
         "teacher": {"endpoint": {"base_url": base_url, "model": "teacher"}, "n": 3, "max_new_tokens": 12,
                     "temperature": 1.0, "chunk_size": 4, "rewards": [{"name": "test_distill_has_digit"}],
                     "reward_workers": 0, "data": {"limit": 8}, "decontam": {"enabled": False},

@@ -39,7 +39,7 @@ def eval_stage(name: str, model: str, label: str) -> dict:
 
 def pipeline_file(tmp_path: Path, stages: list[dict]) -> Path:
     path = tmp_path / "pipeline.yaml"
-    path.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "run"), "torch_threads": 1, "stages": stages}))
+    path.write_text(yaml.safe_dump({"run": {"output_dir": str(tmp_path / "run"), "torch_threads": 1}, "stages": stages}))
     return path
 
 
@@ -132,6 +132,18 @@ def test_a_bad_field_in_a_later_stage_fails_before_the_first_stage_runs(tiny_ran
     with pytest.raises(ThinkrlError, match=r"stage 'e' \(eval\).*temprature"):
         run_pipeline(load_config(PipelineConfig, pipeline_file(tmp_path, stages)))
     assert not (tmp_path / "run" / "rl").exists()
+
+
+def test_old_flat_names_fail_naming_the_stage_and_the_new_field(tmp_path):
+    stages = [{"name": "data", "command": "sample", "config": {"model": "${base}", "n": 2}}]
+    stages.insert(0, eval_stage("base", "m", "x"))
+    with pytest.raises(ThinkrlError, match=r"^stage 'data' \(sample\): config field 'model' is now 'model.name'"):
+        run_pipeline(load_config(PipelineConfig, pipeline_file(tmp_path, stages)))
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "run"), "stages": stages}))
+    with pytest.raises(ThinkrlError, match=r"^config field 'output_dir' is now 'run.output_dir'"):
+        load_config(PipelineConfig, old)
+    assert not (tmp_path / "run" / "base").exists()
 
 
 def test_a_stage_starts_from_a_config_file_with_its_config_on_top(tiny_random_model, tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+import yaml
 
 import thinkrl.pipeline.sample as sample_module
 from thinkrl.config import load_config
@@ -66,7 +67,7 @@ def random_model_config(model: Path, out: Path, **changes) -> SampleConfig:
     """Settings a random model can pass: a digit counts as correct; its gibberish never
     closes a think block or stops, so format and truncation filters are off."""
     data = {
-        "model": str(model), "output_dir": str(out), "n": 3, "max_new_tokens": 12, "temperature": 1.0,
+        "model": {"name": str(model)}, "run": {"output_dir": str(out)}, "n": 3, "max_new_tokens": 12, "temperature": 1.0,
         "top_p": 1.0, "chunk_size": 2, "rewards": [{"name": "test_sample_has_digit"}], "reward_workers": 0,
         "data": {"limit": 6}, "decontam": {"enabled": False},
         "filters": {"require_format": False, "drop_truncated": False, "language": None},
@@ -100,6 +101,34 @@ def test_overriding_a_data_field_keeps_the_training_split():
 def test_chat_endpoint_with_chat_template_is_refused():
     with pytest.raises(ConfigError, match="endpoint.mode=chat"):
         load_config(SampleConfig, None, ["endpoint.mode=chat", "data.template=chat"])
+
+
+def test_old_flat_field_names_say_where_they_went(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text("model: some/checkpoint\noutput_dir: runs/x\n")
+    with pytest.raises(ConfigError, match=r"^config field 'model' is now 'model.name' \(--set model.name=some/checkpoint\)$"):
+        load_config(SampleConfig, old)
+    for item, new in [("output_dir=runs/x", "run.output_dir"), ("torch_threads=2", "run.torch_threads"),
+                      ("seed=3", "run.seed"), ("dtype=bfloat16", "model.dtype"), ("device=cpu", "model.device")]:
+        with pytest.raises(ConfigError, match=f"'{item.split('=')[0]}' is now '{new}'"):
+            load_config(SampleConfig, None, [item])
+    cfg = load_config(SampleConfig, None, ["model.name=m", "run.seed=3", "run.torch_threads=2"])
+    assert (cfg.model.name, cfg.run.seed, cfg.run.torch_threads, cfg.run.output_dir) == ("m", 3, 2, "runs/sample")
+
+
+def test_a_run_folder_written_with_the_old_flat_names_still_resumes(tmp_path):
+    from thinkrl.pipeline.sample_output import prepare_output_dir
+
+    cfg = load_config(SampleConfig, None, ["model.name=m", "model.dtype=bfloat16", f"run.output_dir={tmp_path}",
+                                           "run.seed=3"])
+    old = cfg.model_dump(mode="json")
+    model, run = old.pop("model"), old.pop("run")
+    old.update(model=model["name"], dtype=model["dtype"], device=model["device"], **run)  # as 0.x wrote it
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    prepare_output_dir(tmp_path, cfg, overwrite=False)  # the same run: resumes
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**old, "seed": 4}))
+    with pytest.raises(ConfigError, match=r"different config \(run.seed changed\)"):
+        prepare_output_dir(tmp_path, cfg, overwrite=False)
 
 
 def test_shard_seeds_depend_on_seed_and_shard_only():
@@ -142,7 +171,7 @@ def test_run_sample_on_a_random_checkpoint_counts_add_up(tiny_random_model, tmp_
 
 def test_scripted_answers_are_sorted_into_kept_and_dropped_with_reasons(tmp_path):
     cfg = SampleConfig.model_validate({
-        "output_dir": str(tmp_path / "run"), "n": 8, "data": {"limit": 2}, "reward_workers": 0,
+        "run": {"output_dir": str(tmp_path / "run")}, "n": 8, "data": {"limit": 2}, "reward_workers": 0,
         "filters": {"max_paragraph_chars": 300},
     })
     from thinkrl.data.loaders import load_examples
@@ -188,7 +217,7 @@ def test_prompts_overlapping_an_eval_set_are_never_sampled(tmp_path, data_dir):
             {"problem": "  " + math500[20]["problem"].lower(), "answer": math500[20]["answer"]}]
     data = write_jsonl(tmp_path / "train.jsonl", rows)
     cfg = SampleConfig.model_validate({
-        "output_dir": str(tmp_path / "run"), "n": 1, "reward_workers": 0,
+        "run": {"output_dir": str(tmp_path / "run")}, "n": 1, "reward_workers": 0,
         "data": {"path": str(data), "kind": "math"},
         "decontam": {"sources": [str(data_dir / "math500" / "test.jsonl")]},
     })
@@ -248,8 +277,9 @@ def test_a_different_config_refuses_unless_overwrite(tiny_random_model, tmp_path
     again = checkpoint_engine(tiny_random_model)
     result = run_sample(changed.model_copy(update={"overwrite": True}), engine=again)
     assert len(again.calls) == 1 and result.report["generated"] == 4
-    # torch_threads does not change the samples, so it may change on a rerun.
-    run_sample(changed.model_copy(update={"torch_threads": 1}), engine=checkpoint_engine(tiny_random_model))
+    # run.torch_threads does not change the samples, so it may change on a rerun.
+    threads = changed.run.model_copy(update={"torch_threads": 1})
+    run_sample(changed.model_copy(update={"run": threads}), engine=checkpoint_engine(tiny_random_model))
 
 
 # ---------------------------------------------------------------- endpoint and judge servers
@@ -311,7 +341,7 @@ def test_prompts_rules_cannot_grade_go_to_the_judge(tmp_path):
     calls: list[str] = []
     with serve_app(scripted_judge_app(calls)) as root:
         cfg = SampleConfig.model_validate({
-            "output_dir": str(tmp_path / "run"), "n": 3, "data": {"path": str(data), "preset": "none"},
+            "run": {"output_dir": str(tmp_path / "run")}, "n": 3, "data": {"path": str(data), "preset": "none"},
             "filters": {"require_format": False},
             "judge": {"base_url": f"{root}/v1", "model": "scripted-judge", "cache_dir": str(tmp_path / "cache"),
                       "max_retries": 0},
@@ -331,7 +361,7 @@ def test_a_failing_judge_leaves_the_shard_to_be_redone(tmp_path):
     data, engine = general_setup(tmp_path, ["<think>hmm</think> crash"])
     with serve_app(scripted_judge_app([])) as root:
         cfg = SampleConfig.model_validate({
-            "output_dir": str(tmp_path / "run"), "n": 1, "data": {"path": str(data), "preset": "none"},
+            "run": {"output_dir": str(tmp_path / "run")}, "n": 1, "data": {"path": str(data), "preset": "none"},
             "judge": {"base_url": f"{root}/v1", "model": "j", "cache_dir": str(tmp_path / "cache"), "max_retries": 0},
         })
         with pytest.raises(ThinkrlError, match="judge .* failed on 1 of 1"):
@@ -341,7 +371,7 @@ def test_a_failing_judge_leaves_the_shard_to_be_redone(tmp_path):
 
 def test_prompts_nothing_can_grade_fail_before_sampling(tmp_path):
     data, engine = general_setup(tmp_path, ["<think>x</think> Paris"])
-    cfg = SampleConfig.model_validate({"output_dir": str(tmp_path / "run"),
+    cfg = SampleConfig.model_validate({"run": {"output_dir": str(tmp_path / "run")},
                                        "data": {"path": str(data), "preset": "none"}})
     with pytest.raises(ConfigError, match="rules cannot grade them; set judge"):
         run_sample(cfg, engine=engine)
@@ -349,7 +379,7 @@ def test_prompts_nothing_can_grade_fail_before_sampling(tmp_path):
 
 
 def test_an_unknown_reward_fails_before_sampling(tmp_path):
-    cfg = SampleConfig.model_validate({"output_dir": str(tmp_path / "run"), "data": {"limit": 2},
+    cfg = SampleConfig.model_validate({"run": {"output_dir": str(tmp_path / "run")}, "data": {"limit": 2},
                                        "rewards": [{"name": "acuracy"}]})
     engine = ScriptedEngine({})
     with pytest.raises(ConfigError, match="did you mean 'accuracy'"):
@@ -362,7 +392,7 @@ def test_an_unknown_reward_fails_before_sampling(tmp_path):
 
 @pytest.mark.slow
 def test_the_tiny_default_yields_correct_readable_chain_answers(tmp_path):
-    cfg = load_config(SampleConfig, None, [f"output_dir={tmp_path / 'run'}", "data.limit=48", "chunk_size=16",
+    cfg = load_config(SampleConfig, None, [f"run.output_dir={tmp_path / 'run'}", "data.limit=48", "chunk_size=16",
                                            "reward_workers=0"])
     result = run_sample(cfg)
     kept = read_jsonl(result.data_path)

@@ -136,16 +136,16 @@ def test_overlong_penalty_values() -> None:
     with pytest.raises(ValueError):
         overlong_penalty(10, 100, 0)
     fn = get_reward("overlong")
-    assert fn("x" * 50, PLAIN, max_len=100, cache=20).reason == "within_length"
-    assert fn("x" * 90, PLAIN, max_len=100, cache=20).score == -0.5
-    assert fn("short", PLAIN, max_len=100, cache=20, tokens=95).score == -0.75  # a given token count wins
+    assert fn("x" * 50, PLAIN, max_len=100, cache=20, unit="chars").reason == "within_length"
+    assert fn("x" * 90, PLAIN, max_len=100, cache=20, unit="chars").score == -0.5
+    assert fn("short", PLAIN, max_len=100, cache=20, completion_tokens=95).score == -0.75  # the sampler's count wins
     counted = Example(prompt="Q", answer="4", meta={"completion_tokens": 120})
     assert fn("short", counted, max_len=100, cache=20).reason == "overlong"
 
 
 def test_overlong_counts_tokens_with_a_real_tokenizer(qwen_tokenizer_dir) -> None:
     text = "hello world " * 60  # 720 characters, about 120 tokens
-    by_chars = get_reward("overlong")(text, PLAIN, max_len=700, cache=100)
+    by_chars = get_reward("overlong")(text, PLAIN, max_len=700, cache=100, unit="chars")
     by_tokens = get_reward("overlong")(text, PLAIN, max_len=700, cache=100, tokenizer=str(qwen_tokenizer_dir))
     assert by_chars.score == -1.0 and by_tokens.score == 0.0
 
@@ -155,9 +155,9 @@ def test_cosine_length() -> None:
     assert cosine_value(50, 100, 1.0, 0.5) == pytest.approx(0.75)
     assert cosine_value(100, 100, 1.0, 0.5) == pytest.approx(0.5)
     fn = get_reward("cosine_length")
-    short_right = fn("<answer>4</answer>", PLAIN, max_len=1000)
-    long_right = fn("x" * 900 + "<answer>4</answer>", PLAIN, max_len=1000)
-    short_wrong = fn("<answer>5</answer>", PLAIN, max_len=1000)
-    long_wrong = fn("x" * 900 + "<answer>5</answer>", PLAIN, max_len=1000)
+    short_right = fn("<answer>4</answer>", PLAIN, max_len=1000, unit="chars")
+    long_right = fn("x" * 900 + "<answer>4</answer>", PLAIN, max_len=1000, unit="chars")
+    short_wrong = fn("<answer>5</answer>", PLAIN, max_len=1000, unit="chars")
+    long_wrong = fn("x" * 900 + "<answer>5</answer>", PLAIN, max_len=1000, unit="chars")
     assert short_right.score > long_right.score > long_wrong.score > short_wrong.score
-    assert fn("x" * 2000, PLAIN, max_len=1000).reason == "overlong"
+    assert fn("x" * 2000, PLAIN, max_len=1000, unit="chars").reason == "overlong"

@@ -214,8 +214,11 @@ def test_judged_answer_prefers_the_extracted_answer():
     assert judged_answer("   ") is None
 
 
-def test_a_random_model_as_judge_is_unparseable_not_correct(tiny_random_model, tmp_path):
-    with serve_in_background(str(tiny_random_model), served_model_name="random-judge") as url:
+def test_a_random_model_as_judge_is_unparseable_not_correct(tmp_path):
+    from conftest import build_tiny_random_model
+
+    judge_model = build_tiny_random_model(tmp_path / "judge", positions=4096)  # the judge prompt is ~1k chars
+    with serve_in_background(str(judge_model), served_model_name="random-judge") as url:
         cfg = JudgeConfig(base_url=url, model="random-judge", max_tokens=24, max_retries=0,
                           cache_dir=str(tmp_path / "cache"))
         verdicts = LLMJudge(cfg).grade_many([JudgeItem("1+1?", "2", "2"), JudgeItem("3+3?", "6", "7")])

@@ -151,6 +151,11 @@ def test_serve_config_rejects_bad_fields():
         load_config(ServeConfig, overrides=["port=70000"])
     with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
         load_config(ServeConfig, overrides=["batchsize=2"])
+    assert load_config(ServeConfig, overrides=["model.name=m", "model.device=auto"]).model_id() == "m"
+    with pytest.raises(ConfigError, match=r"^config field 'model' is now 'model.name' \(--set model.name=m\)$"):
+        load_config(ServeConfig, overrides=["model=m"])
+    with pytest.raises(ConfigError, match="'torch_threads' is now 'run.torch_threads'"):
+        load_config(ServeConfig, overrides=["torch_threads=2"])
 
 
 def test_run_serve_blocks_serving_until_interrupted(tiny_random_model):
@@ -161,7 +166,8 @@ def test_run_serve_blocks_serving_until_interrupted(tiny_random_model):
     code = ("import torch; torch.set_num_threads(1)\n"
             "from thinkrl.rollout.serve_config import ServeConfig\n"
             "from thinkrl.rollout.server import run_serve\n"
-            f"run_serve(ServeConfig(model={str(tiny_random_model)!r}, port={port}, served_model_name='cli'))\n")
+            f"run_serve(ServeConfig(model={{'name': {str(tiny_random_model)!r}}}, port={port}, "
+            "served_model_name='cli', run={'torch_threads': 1}))\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60

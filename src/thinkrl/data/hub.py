@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from thinkrl.errors import DataError
+from thinkrl.errors import ConfigError, DataError
 
 PROBE_TIMEOUT_S = 3.0
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -71,6 +71,8 @@ def load_hub_rows(dataset_id: str, subset: str | None, split: str) -> Any:
     except Exception as err:  # noqa: BLE001 - the library's many failure types all mean "cannot load"
         lines = str(err).strip().splitlines()
         reason = lines[0] if lines else type(err).__name__
+        if "Unknown split" in reason:  # datasets: 'Unknown split "x". Should be one of [...]'
+            raise ConfigError(f"hub dataset '{dataset_id}' has no split '{split}' ({reason}); set data.split") from None
         if offline:
             raise DataError(f"{_how_to_provide(dataset_id)} (offline: {reason})") from None
         where = f"hub dataset '{dataset_id}' (subset {subset}, split {split})"

@@ -15,7 +15,7 @@ from typing import Any
 from thinkrl.data.example import Example
 from thinkrl.errors import ConfigError
 
-# The R1-Zero template, verbatim from the paper (see RECIPE.md); {prompt} is the question.
+# The R1-Zero template, verbatim from the paper (see docs/recipe.md); {prompt} is the question.
 R1_ZERO_TEMPLATE = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant "
     "solves it. The assistant first thinks about the reasoning process in the mind and then "

@@ -7,19 +7,21 @@ judged that way and the gap between the two says how peaked the policy is.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar
 
 from pydantic import Field, model_validator
 
 from thinkrl.config import Config
 from thinkrl.data.config import DataConfig
+from thinkrl.sections import InferenceModelConfig, OutputRunConfig
 
 
-class EvalModelConfig(Config):
-    name: str = Field("thinkrl/tiny",
-                      description="local checkpoint folder or hub id (thinkrl/tiny: the embedded default)")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype")
-    device: str = Field("auto", description="torch device (auto: cuda if available, else cpu)")
+class EvalModelConfig(InferenceModelConfig):
+    """The checkpoint under evaluation."""
+
+
+class EvalRunConfig(OutputRunConfig):
+    output_dir: str = Field("runs/eval", description="folder for metrics.json, samples.jsonl and config.yaml")
 
 
 class EvalSettings(Config):
@@ -36,7 +38,6 @@ class EvalSettings(Config):
     format_reward: str = Field("format_r1_zero", description="reward (registry name) that decides format compliance")
     language_reward: str = Field("language_consistency", description="reward (registry name) that measures "
                                  "language consistency of the chain of thought (R1: English)")
-    output_dir: str = Field("runs/eval", description="folder for metrics.json and samples.jsonl")
 
     @model_validator(mode="after")
     def _something_to_run(self) -> EvalSettings:
@@ -46,6 +47,9 @@ class EvalSettings(Config):
 
 
 class EvalConfig(Config):
+    renamed: ClassVar[dict[str, str]] = {"eval.output_dir": "run.output_dir"}
+
     model: EvalModelConfig = EvalModelConfig()
     data: DataConfig = DataConfig()
     eval: EvalSettings = EvalSettings()
+    run: EvalRunConfig = EvalRunConfig()

@@ -20,7 +20,16 @@ from rich.progress import (
 )
 
 from thinkrl.algos.passk import cons_at_k, mean_pass_at_k, pass_at_1
+from thinkrl.data.context import (
+    LongPromptPolicy,
+    context_limit,
+    fit_prompts,
+    model_positions,
+    prompt_decoder,
+    prompt_encoder,
+)
 from thinkrl.data.example import Example
+from thinkrl.data.loaders import announce
 from thinkrl.data.templates import prompt_prefills_think, render_prompt
 from thinkrl.eval.config import EvalSettings
 from thinkrl.eval.metrics import mean, reflection_counts, uses_scratchpad
@@ -71,6 +80,9 @@ class EvalMetrics:
     scratchpad_rate: float
     reflection_rate: float  # share of responses with at least one reflection word
     reflection_words: dict[str, int] = field(default_factory=dict)  # totals over those responses
+    long_prompts: int = 0  # prompts over the model's context (prompt + max_new_tokens > its positions)
+    long_prompts_action: str = "none"  # what happened to them: skipped (not in `questions`) or truncated
+    prompt_budget: int | None = None  # prompt tokens the model's positions leave after max_new_tokens
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,11 +95,23 @@ class EvalResult:
 
 
 def evaluate(engine: RolloutEngine, tokenizer: Any, examples: list[Example], settings: EvalSettings,
-             template: str = "r1_zero", system_prompt: str | None = None, progress: bool = True) -> EvalResult:
-    """Greedy accuracy and pass@1 / cons@k over `settings.k` samples for every example."""
+             template: str = "r1_zero", system_prompt: str | None = None, progress: bool = True,
+             on_long_prompt: LongPromptPolicy = "skip", max_positions: int | None = None) -> EvalResult:
+    """Greedy accuracy and pass@1 / cons@k over `settings.k` samples for every example.
+
+    A prompt that leaves fewer than eval.max_new_tokens of the model's positions (given, or
+    read from the engine's model) is skipped, left-truncated or an error as `on_long_prompt`
+    says; the metrics count such prompts and say what happened to them."""
     if not examples:
         raise ValueError("evaluate needs at least one example")
     prompts = [render_prompt(ex, template, tokenizer, system_prompt) + settings.prefill for ex in examples]
+    positions = max_positions if max_positions is not None else engine_positions(engine, tokenizer)
+    limit = context_limit(positions, settings.max_new_tokens, "eval.max_new_tokens")
+    encode = (getattr(engine, "encode_prompt", None) or prompt_encoder(tokenizer)) if limit else None
+    fitted = fit_prompts(prompts, encode, prompt_decoder(tokenizer), limit, on_long_prompt, "eval prompts")
+    if fitted.report.over:
+        announce(f"data: {fitted.report.summary()}")
+    examples, prompts = [examples[i] for i in fitted.kept], fitted.prompts
     # The rewards read this flag to know the prompt already opened the <think> block.
     graded = [dataclasses.replace(ex, meta={**ex.meta, "prompt_prefills_think": prompt_prefills_think(p)})
               for ex, p in zip(examples, prompts)]
@@ -115,7 +139,16 @@ def evaluate(engine: RolloutEngine, tokenizer: Any, examples: list[Example], set
                 records.extend(_grade(mode, start, completions, prompts, graded,
                                       (answer_reward, format_reward, language_reward), params.n))
                 bar.update(task, advance=1, description=f"eval ({mode})")
-    return EvalResult(metrics=summarize(records, len(examples), settings.k), samples=records)
+    metrics = dataclasses.replace(summarize(records, len(examples), settings.k), long_prompts=fitted.report.over,
+                                  long_prompts_action=fitted.report.action,
+                                  prompt_budget=limit.prompt_budget if limit else None)
+    return EvalResult(metrics=metrics, samples=records)
+
+
+def engine_positions(engine: RolloutEngine, tokenizer: Any) -> int | None:
+    """The positions of the model an in-process engine samples from (None for a remote one)."""
+    config = getattr(getattr(engine, "model", None), "config", None)
+    return model_positions(config, tokenizer) if config is not None else None
 
 
 def _grade(mode: str, offset: int, completions: list[Completion], prompts: list[str], examples: list[Example],

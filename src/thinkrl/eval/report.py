@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from thinkrl.eval.evaluate import EvalResult
+from thinkrl.eval.evaluate import EvalMetrics, EvalResult
 
 METRICS_FILE = "metrics.json"
 SAMPLES_FILE = "samples.jsonl"
@@ -43,6 +43,7 @@ def metrics_table(result: EvalResult, title: str = "evaluation") -> Table:
         ("scratchpad use", _pct(m.scratchpad_rate)),
         ("reflection (any word)", _pct(m.reflection_rate)),
         ("reflection words", ", ".join(f"{w}={n}" for w, n in m.reflection_words.items()) or "-"),
+        ("prompts over the context", _long_prompts(m)),
     ]
     for name, value in rows:
         table.add_row(name, value)
@@ -51,6 +52,15 @@ def metrics_table(result: EvalResult, title: str = "evaluation") -> Table:
 
 def print_table(result: EvalResult, console: Console | None = None, title: str = "evaluation") -> None:
     (console or Console()).print(metrics_table(result, title))
+
+
+def _long_prompts(m: EvalMetrics) -> str:
+    """How many prompts did not fit the model's context with max_new_tokens, and what became of them."""
+    if m.prompt_budget is None:
+        return "- (model context unknown)"
+    if not m.long_prompts:
+        return f"0 (all fit {m.prompt_budget} prompt tokens)"
+    return f"{m.long_prompts} {m.long_prompts_action} (over {m.prompt_budget} prompt tokens)"
 
 
 def _pct(value: float | None) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 from rich.console import Console
@@ -27,18 +27,31 @@ from thinkrl.eval.report import write_results
 from thinkrl.models import TINY_NAME, load_model, load_tokenizer
 from thinkrl.rewards import r1_zero_spec
 from thinkrl.rollout.transformers_engine import TransformersEngine
+from thinkrl.sections import OutputRunConfig, set_torch_threads
 from thinkrl.train.config import AlgoConfig, GRPOConfig, ModelConfig, OptimConfig, RolloutConfig, RunConfig
 from thinkrl.train.grpo import train_grpo
 
 TEMPLATE = "r1_zero_short"  # the tiny character-level model was pretrained on the template's last line
 
 
-class DemoConfig(Config):
-    model: str = Field("thinkrl/tiny", description="base model; thinkrl/tiny (the default, built on first use) "
-                       "becomes thinkrl/tiny@SEED so every seed also has its own base")
-    task: str = Field("chain", description="synthetic task to train and evaluate on")
+class DemoModelConfig(Config):
+    name: str = Field("thinkrl/tiny", description="base model; thinkrl/tiny (the default, built on first use) "
+                      "becomes thinkrl/tiny@SEED (run.seed) so every seed also has its own base")
+
+
+class DemoRunConfig(OutputRunConfig):
+    output_dir: str = Field("runs/demo", description="run folder")
     seed: int = Field(0, description="RL seed (data order, sampling)")
     steps: int = Field(60, ge=1, description="GRPO steps")
+
+
+class DemoConfig(Config):
+    renamed: ClassVar[dict[str, str]] = {
+        "model": "model.name", "output_dir": "run.output_dir", "torch_threads": "run.torch_threads",
+        "seed": "run.seed", "steps": "run.steps"}
+
+    model: DemoModelConfig = DemoModelConfig()
+    task: str = Field("chain", description="synthetic task to train and evaluate on")
     prompts_per_step: int = Field(16, ge=1, description="prompts per step")
     group_size: int = Field(8, ge=2, description="completions per prompt")
     lr: float = Field(1.5e-4, gt=0, description="learning rate")
@@ -49,28 +62,28 @@ class DemoConfig(Config):
     control: Literal["none", "shuffle"] = Field("none", description="shuffle: rewards permuted within groups (must not learn)")
     eval_size: int = Field(128, ge=1, description="held-out problems evaluated before and after")
     eval_k: int = Field(4, ge=1, description="samples per problem for pass@1 and cons@k")
-    output_dir: str = Field("runs/demo", description="run folder")
-    torch_threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
+    run: DemoRunConfig = DemoRunConfig()
     full: bool = Field(False, description="run the whole R1 recipe instead (R1-Zero, the four R1 stages, distillation "
-                       "into a smaller student vs RL on it) into output_dir/mini-r1: pipeline/recipes/mini-r1.yaml")
+                       "into a smaller student vs RL on it) into run.output_dir/mini-r1: pipeline/recipes/mini-r1.yaml")
 
 
 def base_model(cfg: DemoConfig) -> str:
-    return f"{TINY_NAME}@{cfg.seed}" if cfg.model == TINY_NAME else cfg.model
+    return f"{TINY_NAME}@{cfg.run.seed}" if cfg.model.name == TINY_NAME else cfg.model.name
 
 
 def grpo_config(cfg: DemoConfig) -> GRPOConfig:
+    run = cfg.run
     return GRPOConfig(
         model=ModelConfig(name=base_model(cfg)),
-        data=TrainDataConfig(path=f"task:{cfg.task}", template=TEMPLATE, task_seed=cfg.seed + 1, task_size=4096),
+        data=TrainDataConfig(path=f"task:{cfg.task}", template=TEMPLATE, task_seed=run.seed + 1, task_size=4096),
         rollout=RolloutConfig(prompts_per_step=cfg.prompts_per_step, group_size=cfg.group_size,
                               max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature),
         algo=AlgoConfig(beta=cfg.beta, control=cfg.control),
         optim=OptimConfig(lr=cfg.lr, micro_batch_size=64),
         rewards=r1_zero_spec(cfg.format_weight),
-        run=RunConfig(output_dir=str(Path(cfg.output_dir) / "train"), steps=cfg.steps, seed=cfg.seed,
-                      save_every=max(cfg.steps // 3, 1), sample_every=max(cfg.steps // 6, 1),
-                      torch_threads=cfg.torch_threads),
+        run=RunConfig(output_dir=str(Path(run.output_dir) / "train"), steps=run.steps, seed=run.seed,
+                      save_every=max(run.steps // 3, 1), sample_every=max(run.steps // 6, 1),
+                      torch_threads=run.torch_threads),
     )
 
 
@@ -80,8 +93,9 @@ RECIPE = Path(__file__).parent / "recipes" / "mini-r1.yaml"
 def run_demo(cfg: DemoConfig) -> dict:
     if cfg.full:
         return run_full(cfg)
+    set_torch_threads(cfg.run.torch_threads)  # the evaluations too, not only the training run
     console = Console()
-    out = Path(cfg.output_dir)
+    out = Path(cfg.run.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "demo.yaml").write_text(to_yaml(cfg))
     started = time.perf_counter()
@@ -90,7 +104,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     console.rule("[bold]1. the base model")
     before = _evaluate(base_model(cfg), held_out, settings, out / "eval_before")
-    console.rule(f"[bold]2. R1-Zero GRPO, {cfg.steps} steps" + (" (control: shuffled rewards)" if cfg.control != "none" else ""))
+    console.rule(f"[bold]2. R1-Zero GRPO, {cfg.run.steps} steps" + (" (control: shuffled rewards)" if cfg.control != "none" else ""))
     result = train_grpo(grpo_config(cfg))
     console.rule("[bold]3. the trained model")
     after = _evaluate(str(result.final_model_dir), held_out, settings, out / "eval_after")
@@ -109,13 +123,21 @@ def run_full(cfg: DemoConfig) -> dict:
     from thinkrl.config import load_config
     from thinkrl.pipeline.runner import PipelineConfig, run_pipeline
 
-    ignored = sorted(cfg.model_fields_set - {"full", "output_dir", "torch_threads"})
+    ignored = full_ignores(cfg)
     if ignored:  # the recipe sets its own models, seeds and steps: say so rather than ignore them
-        raise ConfigError(f"full=true runs the packaged recipe, which takes only output_dir and torch_threads; "
-                          f"{', '.join(ignored)} would be ignored. Copy {RECIPE} and edit it, then run "
-                          f"`thinkrl pipeline YOUR_COPY.yaml`")
-    overrides = [f"output_dir={Path(cfg.output_dir) / 'mini-r1'}", f"torch_threads={cfg.torch_threads}"]
+        raise ConfigError(f"full=true runs the packaged recipe, which takes only run.output_dir and "
+                          f"run.torch_threads; {', '.join(ignored)} would be ignored. Copy {RECIPE} and edit it, "
+                          f"then run `thinkrl pipeline YOUR_COPY.yaml`")
+    overrides = [f"run.output_dir={Path(cfg.run.output_dir) / 'mini-r1'}", f"run.torch_threads={cfg.run.torch_threads}"]
     return run_pipeline(load_config(PipelineConfig, RECIPE, overrides))
+
+
+def full_ignores(cfg: DemoConfig) -> list[str]:
+    """The fields set by the user that the packaged recipe would not read (dotted names)."""
+    top = sorted(cfg.model_fields_set - {"full", "model", "run"})
+    nested = [f"{name}.{field}" for name in ("model", "run") if name in cfg.model_fields_set
+              for field in sorted(getattr(cfg, name).model_fields_set - {"output_dir", "torch_threads"})]
+    return sorted(top + nested)
 
 
 def _evaluate(model_name: str, examples, settings: EvalSettings, folder: Path) -> EvalMetrics:

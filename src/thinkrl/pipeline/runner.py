@@ -23,7 +23,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 from rich.console import Console
@@ -34,6 +34,7 @@ from thinkrl.errors import ConfigError
 from thinkrl.files import atomic_write
 from thinkrl.pipeline.stages import stage_kind
 from thinkrl.processes import is_main_launched_process, main_process_only
+from thinkrl.sections import OutputRunConfig, set_torch_threads
 
 log = logging.getLogger(__name__)
 STATE = "stage.json"
@@ -57,12 +58,18 @@ class StageSpec(Config):
         return merge_dicts(read_yaml(self.config_file), self.config)
 
 
-class PipelineConfig(Config):
+class PipelineRunConfig(OutputRunConfig):
     output_dir: str = Field("runs/pipeline", description="run folder: one sub-folder per stage, summary.json")
+    torch_threads: int = Field(0, ge=0, description="torch CPU threads for every stage (0: torch's default)")
+
+
+class PipelineConfig(Config):
+    renamed: ClassVar[dict[str, str]] = {"output_dir": "run.output_dir", "torch_threads": "run.torch_threads"}
+
     stages: list[StageSpec] = Field(default_factory=list, description="stages, run in order")
     only: list[str] = Field([], description="run only these stages (and nothing else); empty: all")
-    torch_threads: int = Field(0, ge=0, description="torch CPU threads for every stage (0: torch's default)")
     title: str = Field("pipeline", description="title of the summary table")
+    run: PipelineRunConfig = PipelineRunConfig()
 
     @model_validator(mode="after")
     def _names_and_refs(self) -> PipelineConfig:
@@ -88,12 +95,9 @@ class PipelineConfig(Config):
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """Run (or skip, or resume) every stage in order; returns {stage: its record}."""
     console = Console(quiet=not is_main_launched_process())
-    root = Path(cfg.output_dir)
+    root = Path(cfg.run.output_dir)
     root.mkdir(parents=True, exist_ok=True)
-    if cfg.torch_threads:
-        import torch
-
-        torch.set_num_threads(cfg.torch_threads)
+    set_torch_threads(cfg.run.torch_threads)
     check_stage_configs(cfg)
     records: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
@@ -130,8 +134,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
 def run_stage(stage: StageSpec, resolved: dict[str, Any], folder: Path, key: str, resume: bool) -> dict[str, Any]:
     kind = stage_kind(stage.command)
     command = get_command(stage.command)
-    data = kind.place(resolved, folder, resume)
-    config = build_config(command.config_model(), data)
+    config = stage_config(stage, resolved, folder, resume)
 
     def start() -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -158,15 +161,21 @@ def run_stage(stage: StageSpec, resolved: dict[str, Any], folder: Path, key: str
     return main_process_only(finish)
 
 
+def stage_config(stage: StageSpec, resolved: dict[str, Any], folder: Path, resume: bool) -> Config:
+    """The config a stage's command runs with: its resolved config with the stage folder (and
+    resume) placed in it, built exactly as `thinkrl COMMAND` would build it."""
+    data = stage_kind(stage.command).place(resolved, folder, resume)
+    return build_config(get_command(stage.command).config_model(), data)
+
+
 def check_stage_configs(cfg: PipelineConfig) -> None:
     """Validate every stage's config before the first one runs, so a typo in stage 9 is
     reported now, not after an hour of stages 1-8 (${stage} stands in as a placeholder path)."""
     for stage in cfg.stages:
-        kind, command = stage_kind(stage.command), get_command(stage.command)
         config = stage.merged_config()
         placeholder = substitute(config, {name: f"/{name}" for name in references(config)})
         try:
-            build_config(command.config_model(), kind.place(placeholder, Path(cfg.output_dir) / stage.name, False))
+            stage_config(stage, placeholder, Path(cfg.run.output_dir) / stage.name, False)
         except ConfigError as exc:
             raise ConfigError(f"stage '{stage.name}' ({stage.command}): {exc}") from None
 

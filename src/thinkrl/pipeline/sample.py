@@ -19,7 +19,7 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -44,6 +44,7 @@ from thinkrl.pipeline.sample_output import (
 from thinkrl.rewards.judge import JudgeConfig
 from thinkrl.rewards.spec import RewardTerm
 from thinkrl.rollout.base import Completion, RolloutEngine, SamplingParams, derived_seed
+from thinkrl.sections import InferenceModelConfig, OutputRunConfig, resolve_device, set_torch_threads
 
 
 class SampleDataConfig(TrainDataConfig):
@@ -66,12 +67,27 @@ class EndpointConfig(Config):
     api_key_env: str | None = Field(None, description="environment variable holding the API key (null: no key)")
 
 
+class SampleModelConfig(InferenceModelConfig):
+    name: str = Field("thinkrl/tiny", description="checkpoint to sample from when endpoint is null (local folder, "
+                      "hub id in the local cache, thinkrl/tiny); also the tokenizer for data.template=chat")
+    device: str = Field("auto", description="torch device for checkpoint sampling (auto: cuda if available)")
+
+
+class SampleRunConfig(OutputRunConfig):
+    output_dir: str = Field("runs/sample", description="folder for data.jsonl, dataset/, dropped.jsonl, report.json")
+    seed: int = Field(0, description="sampling seed; each shard's seed derives from it and the shard number")
+
+
 class SampleConfig(Config):
     """Rejection sampling into an SFT dataset: what to sample from, how, and what to keep."""
 
-    model: str = Field("thinkrl/tiny", description="checkpoint to sample from when endpoint is null (local folder, "
-                       "hub id in the local cache, thinkrl/tiny); also the tokenizer for data.template=chat")
-    endpoint: EndpointConfig | None = Field(None, description="sample from this OpenAI-compatible server instead of model")
+    renamed: ClassVar[dict[str, str]] = {
+        "model": "model.name", "dtype": "model.dtype", "device": "model.device",
+        "output_dir": "run.output_dir", "torch_threads": "run.torch_threads", "seed": "run.seed"}
+
+    model: SampleModelConfig = SampleModelConfig()
+    endpoint: EndpointConfig | None = Field(None, description="sample from this OpenAI-compatible server instead "
+                                            "of model.name")
     data: SampleDataConfig = Field(SampleDataConfig(), description="prompts to sample answers for "
                                    "(default: the chain task's training split)")
     n: int = Field(4, ge=1, description="answers sampled per prompt")
@@ -88,12 +104,8 @@ class SampleConfig(Config):
     decontam: DecontamConfig = Field(DecontamConfig(), description="evaluation sets to keep out of the data")
     chunk_size: int = Field(64, ge=1, description="prompts per shard (the unit of resuming)")
     batch_size: int = Field(64, ge=1, description="sequences per generate call (checkpoint sampling only)")
-    device: str = Field("auto", description="torch device for checkpoint sampling (auto: cuda if available)")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype")
-    output_dir: str = Field("runs/sample", description="folder for data.jsonl, dataset/, dropped.jsonl, report.json")
-    seed: int = Field(0, description="sampling seed; each shard's seed derives from it and the shard number")
-    torch_threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
-    overwrite: bool = Field(False, description="start over when output_dir holds a run with a different config")
+    run: SampleRunConfig = SampleRunConfig()
+    overwrite: bool = Field(False, description="start over when run.output_dir holds a run with a different config")
 
     @model_validator(mode="after")
     def _chat_endpoint_renders_itself(self) -> SampleConfig:
@@ -107,14 +119,11 @@ class SampleConfig(Config):
 
 
 def run_sample(cfg: SampleConfig, engine: RolloutEngine | None = None) -> SampleResult:
-    """Sample, filter, grade and keep: writes the SFT dataset under cfg.output_dir (resumable).
+    """Sample, filter, grade and keep: writes the SFT dataset under cfg.run.output_dir (resumable).
 
     `engine` replaces the one cfg names (e.g. a policy already in memory)."""
-    if cfg.torch_threads:
-        import torch
-
-        torch.set_num_threads(cfg.torch_threads)
-    out = Path(cfg.output_dir)
+    set_torch_threads(cfg.run.torch_threads)
+    out = Path(cfg.run.output_dir)
     prepare_output_dir(out, cfg, cfg.overwrite)
     examples, contaminated = _load_clean_examples(cfg)
     _check_gradable(examples, cfg)
@@ -139,10 +148,10 @@ def run_sample(cfg: SampleConfig, engine: RolloutEngine | None = None) -> Sample
                 write_shard(shard_dir, result)
             results.append(result)
             progress.update(task, advance=1)
-    source = cfg.endpoint.base_url if cfg.endpoint is not None else cfg.model
+    source = cfg.endpoint.base_url if cfg.endpoint is not None else cfg.model.name
     report = build_report(results, len(examples), len(contaminated), source)
     result = write_outputs(out, results, contaminated, report)
-    print_summary(report, cfg.n, cfg.output_dir)
+    print_summary(report, cfg.n, cfg.run.output_dir)
     return result
 
 
@@ -150,7 +159,7 @@ def sample_shard(engine: RolloutEngine, judge: Any, prompts: list[str], examples
                  cfg: SampleConfig, index: int, prompt_hash: str) -> ShardResult:
     """Sample one shard's prompts and sort every answer into kept or dropped (with why)."""
     params = SamplingParams(n=cfg.n, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                            top_p=cfg.top_p, seed=shard_seed(cfg.seed, index), stop=tuple(cfg.stop))
+                            top_p=cfg.top_p, seed=shard_seed(cfg.run.seed, index), stop=tuple(cfg.stop))
     completions = engine.generate(prompts, params)
     if len(completions) != len(prompts) * cfg.n:
         raise ThinkrlError(f"the engine returned {len(completions)} answers for {len(prompts)} prompts x n={cfg.n}")
@@ -199,6 +208,7 @@ def grade(completions: list[Completion], reasons: list[str | None], examples: li
     """Grade the answers still standing: rule rewards where rules can check, the judge elsewhere.
     Fills `reasons[i] = "incorrect"` for failures; returns (reward, detail) per answer."""
     from thinkrl.rewards.scoring import score_completions
+    from thinkrl.train.rollouts import sampled_ids
 
     rewards: list[float | None] = [None] * len(completions)
     details: list[Any] = [None] * len(completions)
@@ -208,7 +218,8 @@ def grade(completions: list[Completion], reasons: list[str | None], examples: li
     if by_rules:
         scores = score_completions([completions[i].text for i in by_rules],
                                    [examples[completions[i].prompt_index] for i in by_rules],
-                                   cfg.rewards, workers=cfg.reward_workers)
+                                   cfg.rewards, workers=cfg.reward_workers,
+                                   completion_ids=[sampled_ids(completions[i]) for i in by_rules])
         for j, i in enumerate(by_rules):
             rewards[i] = scores.total[j]
             details[i] = {name: why[j] for name, why in scores.reasons.items()}
@@ -268,14 +279,11 @@ def build_engine(cfg: SampleConfig) -> RolloutEngine:
             if not api_key:
                 raise ConfigError(f"endpoint.api_key_env names ${ep.api_key_env}, which is not set")
         return OpenAIEngine(ep.base_url, ep.model, api_key=api_key, mode=ep.mode, max_concurrency=ep.max_concurrency)
-    import torch
-
     from thinkrl.models import load_model, load_tokenizer
     from thinkrl.rollout.transformers_engine import TransformersEngine
 
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(cfg.model, dtype=cfg.dtype, device=device)
-    return TransformersEngine(model, load_tokenizer(cfg.model), batch_size=cfg.batch_size)
+    model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=resolve_device(cfg.model.device))
+    return TransformersEngine(model, load_tokenizer(cfg.model.name), batch_size=cfg.batch_size)
 
 
 def _build_judge(judge_cfg: JudgeConfig) -> Any:
@@ -318,7 +326,7 @@ def _render_prompts(examples: list[Example], cfg: SampleConfig) -> list[str]:
     if cfg.data.template == "chat":
         from thinkrl.models import load_tokenizer
 
-        tokenizer = load_tokenizer(cfg.model)
+        tokenizer = load_tokenizer(cfg.model.name)
     return [render_prompt(ex, cfg.data.template, tokenizer, cfg.data.system_prompt) for ex in examples]
 
 

@@ -26,14 +26,15 @@ from rich.console import Console
 from rich.table import Table
 
 from thinkrl.config import to_yaml
+from thinkrl.config_hints import with_new_names
 from thinkrl.data.example import Example
 from thinkrl.errors import ConfigError, DataError
 from thinkrl.files import atomic_write
 
 DATA_FILE, DROPPED_FILE, CONTAMINATED_FILE = "data.jsonl", "dropped.jsonl", "contaminated.jsonl"
 REPORT_FILE, CONFIG_FILE, DATASET_DIR, SHARDS_DIR = "report.json", "config.yaml", "dataset", "shards"
-# Top-level fields that do not change what a run produces: a rerun may change them and resume.
-RESUME_NEUTRAL = ("overwrite", "torch_threads", "reward_workers")
+# Fields (dotted) that do not change what a run produces: a rerun may change them and resume.
+RESUME_NEUTRAL = ("overwrite", "run.torch_threads", "reward_workers")
 COLUMNS = ("prompt", "response", "question", "answer", "kind", "id", "reward")
 
 
@@ -72,26 +73,27 @@ def prepare_output_dir(out: Path, config: BaseModel, overwrite: bool) -> None:
     stored_path = out / CONFIG_FILE
     shards = out / SHARDS_DIR
     if stored_path.is_file():
-        changed = changed_fields(yaml.safe_load(stored_path.read_text()) or {}, current)
+        stored = with_new_names(type(config), yaml.safe_load(stored_path.read_text()) or {})
+        changed = changed_fields(stored, current)
         if changed and not overwrite:
             raise ConfigError(f"{out} holds a sample run with a different config ({', '.join(changed[:5])} changed); "
-                              f"use another output_dir or set overwrite=true to start over")
+                              f"use another run.output_dir or set overwrite=true to start over")
         if changed:
             clear_run(out)
     elif shards.is_dir() and any(shards.iterdir()):
         if not overwrite:
-            raise ConfigError(f"{out} holds shards but no {CONFIG_FILE}; use another output_dir or set overwrite=true")
+            raise ConfigError(f"{out} holds shards but no {CONFIG_FILE}; use another run.output_dir or set overwrite=true")
         clear_run(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(stored_path, text)
 
 
 def changed_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted names of the fields whose values differ (resume-neutral top-level fields ignored)."""
+    """Dotted names of the fields whose values differ (resume-neutral fields ignored)."""
     if isinstance(old, dict) and isinstance(new, dict):
         changed = []
         for key in sorted(set(old) | set(new)):
-            if not prefix and key in RESUME_NEUTRAL:
+            if f"{prefix}{key}" in RESUME_NEUTRAL:
                 continue
             changed += changed_fields(old.get(key), new.get(key), f"{prefix}{key}.")
         return changed
@@ -129,7 +131,7 @@ def read_shard(shard_dir: Path, index: int, prompt_hash: str) -> ShardResult | N
         return None  # unreadable (written by hand, or by another version): sample it again
     if result.prompt_hash != prompt_hash:
         raise DataError(f"{path} was sampled from other prompts than data gives now (the data changed); "
-                        f"use another output_dir or delete the folder")
+                        f"use another run.output_dir or delete the folder")
     return result
 
 

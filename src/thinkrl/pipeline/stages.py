@@ -48,9 +48,9 @@ KINDS: dict[str, StageKind] = {
     "zero": _TRAINING,
     "grpo": _TRAINING,
     "sft": _TRAINING,
-    "sample": StageKind(("output_dir",), "data.jsonl", metrics_file="report.json"),
-    "distill": StageKind(("output_dir",), "student/final", every_process=True),  # samples on the main process
-    "eval": StageKind(("eval", "output_dir"), "metrics.json", metrics_file="metrics.json"),
+    "sample": StageKind(("run", "output_dir"), "data.jsonl", metrics_file="report.json"),
+    "distill": StageKind(("run", "output_dir"), "student/final", every_process=True),  # samples on the main process
+    "eval": StageKind(("run", "output_dir"), "metrics.json", metrics_file="metrics.json"),
 }
 
 

@@ -4,11 +4,16 @@ A reward is a plain function `(completion, example, **options) -> RewardResult`,
 one is writing a function and decorating it with `@register("name")`. Each result says *why*
 (a short reason code such as `correct`, `no_answer`, `format_order`), so logs can show what
 the policy is actually doing, not only a mean.
+
+Facts only the sampler knows (the completion's token ids, their count) are not options: a
+reward asks for one by naming it as a keyword parameter (`completion_tokens: int | None = None`,
+see CONTEXT_KEYS), and the batch scorer passes it to that reward alone, when it is known.
 """
 
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,11 +37,25 @@ RewardFn = Callable[[str, Example], RewardResult]
 IsolateRule = bool | Callable[[str, Example, Mapping[str, Any]], bool]
 
 
+# Per-completion facts the scorer supplies when it has them (the trainer always does):
+# `completion_ids` (the sampled token ids, eos included) and `completion_tokens` (their count).
+CONTEXT_KEYS = ("completion_ids", "completion_tokens")
+
+
+def context_params(fn: Callable[..., RewardResult]) -> frozenset[str]:
+    """The CONTEXT_KEYS `fn` names as keyword parameters; `**options` alone asks for none,
+    so rewards that forward their options never receive facts they did not ask for."""
+    params = inspect.signature(fn).parameters
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return frozenset(key for key in CONTEXT_KEYS if key in params and params[key].kind in kinds)
+
+
 @dataclass(frozen=True)
 class RewardEntry:
     name: str
     fn: Callable[..., RewardResult]
     isolate: IsolateRule
+    context: frozenset[str] = frozenset()  # the CONTEXT_KEYS the reward takes
 
     def needs_worker(self, completion: str, example: Example, options: Mapping[str, Any]) -> bool:
         rule = self.isolate
@@ -65,7 +84,7 @@ def register(name: str, *, isolate: IsolateRule = True) -> Callable[[Callable[..
         old = _REGISTRY.get(name)
         if old is not None and (old.fn.__module__, old.fn.__qualname__) != (fn.__module__, fn.__qualname__):
             raise ValueError(f"reward '{name}' is already registered by {old.fn.__module__}.{old.fn.__qualname__}")
-        _REGISTRY[name] = RewardEntry(name=name, fn=fn, isolate=isolate)
+        _REGISTRY[name] = RewardEntry(name=name, fn=fn, isolate=isolate, context=context_params(fn))
         return fn
 
     return add

@@ -34,7 +34,9 @@ class RewardCommandConfig(Config):
     fields: dict[str, str] = Field(default_factory=dict, description="example field -> row field, e.g. {answer: solution}; unnamed fields use their own name")
     kind: str = Field("math", description="example kind for rows without one (math, code, or a task name)")
     answer_marker: str = Field("", description="keep only the text after the last occurrence of this marker in the answer (e.g. '####' for GSM8K)")
-    rewards: list[RewardTerm] = Field(default_factory=r1_zero_spec, description="reward terms, summed with weights")
+    rewards: list[RewardTerm] = Field(default_factory=r1_zero_spec, description="reward terms, summed with weights; "
+                                      "overlong/cosine_length count tokens: rows carry no token ids, so give them "
+                                      "options.tokenizer (or meta.completion_tokens per row, or unit: chars)")
     workers: int = Field(2, ge=0, description="worker processes for isolated rewards (0: score in this process)")
     timeout_s: float = Field(5.0, gt=0, description="hard time limit per sample and reward, in seconds")
     limit: int = Field(0, ge=0, description="score only the first N rows (0: all)")

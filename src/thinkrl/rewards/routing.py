@@ -9,6 +9,7 @@ with reason `n/a`, which metrics leave out of that reward's mean.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from thinkrl.data.example import Example
 from thinkrl.rewards.scoring import RewardScores, score_completions
@@ -18,10 +19,12 @@ NOT_APPLICABLE = "n/a"
 
 
 def score_routed(completions: Sequence[str], examples: Sequence[Example], default: Sequence[RewardTerm],
-                 by_kind: Mapping[str, Sequence[RewardTerm]], workers: int = 2) -> RewardScores:
-    """Score every completion with the spec of its example's kind (`by_kind`, else `default`)."""
+                 by_kind: Mapping[str, Sequence[RewardTerm]], workers: int = 2,
+                 completion_ids: Sequence[Sequence[int] | None] | None = None) -> RewardScores:
+    """Score every completion with the spec of its example's kind (`by_kind`, else `default`);
+    `completion_ids` go along to score_completions, split the same way."""
     if not by_kind:
-        return score_completions(completions, examples, default, workers=workers)
+        return score_completions(completions, examples, default, workers=workers, completion_ids=completion_ids)
     groups: dict[str, list[int]] = {}
     for i, example in enumerate(examples):
         key = example.kind if example.kind in by_kind else ""
@@ -33,7 +36,9 @@ def score_routed(completions: Sequence[str], examples: Sequence[Example], defaul
     errors = timeouts = 0
     for key, index in groups.items():
         spec = by_kind[key] if key else default
-        part = score_completions([completions[i] for i in index], [examples[i] for i in index], spec, workers=workers)
+        ids: list[Any] | None = None if completion_ids is None else [completion_ids[i] for i in index]
+        part = score_completions([completions[i] for i in index], [examples[i] for i in index], spec, workers=workers,
+                                 completion_ids=ids)
         errors, timeouts = errors + part.errors, timeouts + part.timeouts
         for j, i in enumerate(index):
             total[i] = part.total[j]

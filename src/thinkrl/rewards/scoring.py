@@ -4,6 +4,8 @@ Rewards that parse untrusted output (math-verify, the code sandbox) run in a per
 of worker processes with a hard per-sample timeout; a reward that raises or times out scores
 0, is counted and logged, and never takes the caller down. Cheap rewards (format tags,
 synthetic-task checkers, plain-integer answers) run inline and pay no process overhead.
+Given the completions' token ids, the scorer hands them (or their count) to the rewards that
+name `completion_ids` / `completion_tokens` as parameters, and to no other.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from thinkrl.data.example import Example
 from thinkrl.errors import ConfigError
-from thinkrl.rewards.base import RewardEntry, RewardResult, get_entry
+from thinkrl.rewards.base import CONTEXT_KEYS, RewardEntry, RewardResult, get_entry
 from thinkrl.rewards.pool import Outcome, shared_pool
 from thinkrl.rewards.spec import RewardTerm
 
@@ -53,11 +55,17 @@ def term_key(term: RewardTerm, terms: Sequence[RewardTerm]) -> str:
 
 
 def check_options(entry: RewardEntry, options: dict[str, Any]) -> None:
-    """An option the reward does not take is a config error, found before any scoring."""
+    """An option the reward does not take is a config error, found before any scoring; so is
+    one the scorer supplies per completion (its token ids or count)."""
+    supplied = [key for key in options if key in CONTEXT_KEYS]
+    if supplied:
+        raise ConfigError(f"reward '{entry.name}': '{supplied[0]}' is supplied by the scorer for each completion, "
+                          "not set as an option")
     params = inspect.signature(entry.fn).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    accepted = [n for n, p in list(params.items())[2:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    accepted = [n for n, p in list(params.items())[2:]
+                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in CONTEXT_KEYS]
     for key in options:
         if key not in accepted:
             raise ConfigError(f"reward '{entry.name}' has no option '{key}'; its options: {', '.join(accepted) or '(none)'}")
@@ -87,16 +95,34 @@ def _needs_worker(entry: RewardEntry, completion: str, example: Example, options
         return True
 
 
+def completion_context(entry: RewardEntry, ids: Sequence[int] | None) -> dict[str, Any]:
+    """The per-completion facts `entry` asks for, from its token ids (None: not known, none passed)."""
+    facts: dict[str, Any] = {}
+    if ids is None:
+        return facts
+    if "completion_ids" in entry.context:
+        facts["completion_ids"] = list(ids)
+    if "completion_tokens" in entry.context:
+        facts["completion_tokens"] = len(ids)
+    return facts
+
+
 def score_completions(completions: Sequence[str], examples: Sequence[Example], terms: Sequence[RewardTerm],
-                      workers: int = 2, timeout_s: float = 5.0) -> RewardScores:
+                      workers: int = 2, timeout_s: float = 5.0,
+                      completion_ids: Sequence[Sequence[int] | None] | None = None) -> RewardScores:
     """Score `completions[i]` against `examples[i]` with every term of the spec.
 
     `workers` > 0: rewards that need isolation run in that many persistent worker processes,
     each call killed after `timeout_s`; `workers=0`: everything runs in this process (rewards
     such as math_accuracy still bound themselves with a helper process).
+    `completion_ids[i]`: the sampled token ids of completion i (None where not known), passed
+    as `completion_ids` / `completion_tokens` to the rewards that take them, so length rewards
+    count the tokens the policy generated instead of re-tokenising text.
     """
     if len(completions) != len(examples):
         raise ValueError(f"{len(completions)} completions but {len(examples)} examples")
+    if completion_ids is not None and len(completion_ids) != len(completions):
+        raise ValueError(f"{len(completions)} completions but {len(completion_ids)} token id lists")
     if not terms:
         raise ConfigError("the reward spec is empty: name at least one reward")
     entries = [get_entry(term.name) for term in terms]
@@ -111,11 +137,12 @@ def score_completions(completions: Sequence[str], examples: Sequence[Example], t
         options = dict(term.options)
         for i, (completion, example) in enumerate(zip(completions, examples)):
             completion = completion if isinstance(completion, str) else ""
+            given = {**options, **completion_context(entry, completion_ids[i] if completion_ids is not None else None)}
             if workers > 0 and _needs_worker(entry, completion, example, options):
                 remote.append((key, i))
-                calls.append((call_reward, (entry.fn, completion, example, options)))
+                calls.append((call_reward, (entry.fn, completion, example, given)))
             else:
-                outcomes[key][i] = _inline(entry.fn, completion, example, options)
+                outcomes[key][i] = _inline(entry.fn, completion, example, given)
     if calls:
         for (key, i), outcome in zip(remote, shared_pool(workers).run(calls, timeout_s)):
             outcomes[key][i] = outcome

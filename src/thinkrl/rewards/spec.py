@@ -14,7 +14,7 @@ class RewardTerm(Config):
 
     name: str = Field("accuracy", description="registered reward name (accuracy, math_accuracy, code_accuracy, format_r1, format_r1_zero, language_consistency, overlong, cosine_length, ...)")
     weight: float = Field(1.0, description="weight of this reward in the total")
-    options: dict[str, Any] = Field(default_factory=dict, description="keyword options passed to the reward (e.g. partial, answer_mode, language, max_len)")
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword options passed to the reward (e.g. partial, answer_mode, language, max_len: in tokens for overlong and cosine_length)")
 
 
 def r1_zero_spec(format_weight: float = 0.5) -> list[RewardTerm]:

@@ -4,11 +4,13 @@ A teacher for distillation, a judge, or a model under evaluation then looks to t
 thinkrl (and to any OpenAI client) like a hosted endpoint. Sampling is the ordinary
 `TransformersEngine`; one model serves every request, so generation is serialised by a lock:
 concurrent requests queue and never share a batch or a random stream. Bad requests get a 400
-with an OpenAI-shaped JSON error, never a traceback.
+with an OpenAI-shaped JSON error, never a traceback; so does a request whose prompt tokens plus
+max_tokens exceed the model's positions (vLLM's message), which would otherwise run past them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import threading
@@ -26,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from thinkrl.config import build_config
+from thinkrl.data.context import model_positions
 from thinkrl.errors import ThinkrlError
 from thinkrl.rollout.base import Completion, SamplingParams
 from thinkrl.rollout.serve_config import ServeConfig
@@ -93,6 +96,7 @@ class ModelServer:
         self.tokenizer = tokenizer
         self.name = name
         self.max_tokens_limit = max_tokens_limit
+        self.max_positions = model_positions(getattr(model, "config", None), tokenizer)
         self.lock = threading.Lock()  # one generate at a time: batches and seeded RNG stay per request
 
     def sampling(self, req: _Sampling, max_tokens: int | None, default_max_tokens: int) -> SamplingParams:
@@ -106,6 +110,24 @@ class ModelServer:
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         return SamplingParams(n=req.n, max_new_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
                               seed=req.seed, stop=tuple(s for s in stop if s))
+
+    def fit_context(self, prompts: list[str], params: SamplingParams, asked: bool, what: str) -> SamplingParams:
+        """Prompt tokens + max_tokens must fit the model's positions: a request over them is a
+        400 giving the limit (as vLLM answers); an unasked max_tokens shrinks to the room left."""
+        if self.max_positions is None:
+            return params
+        limit = self.max_positions
+        longest = max(len(self.engine.encode_prompt(p)) for p in prompts)
+        if asked and longest + params.max_new_tokens > limit:
+            raise RequestError(f"This model's maximum context length is {limit} tokens. However, you requested "
+                               f"{longest + params.max_new_tokens} tokens ({longest} in the {what}, "
+                               f"{params.max_new_tokens} in the completion). Please reduce the length of the "
+                               f"{what} or completion.", param=what)
+        if longest >= limit:
+            raise RequestError(f"This model's maximum context length is {limit} tokens. However, you requested "
+                               f"{longest} tokens in the {what}, which leaves no room for a completion. Please "
+                               f"reduce the length of the {what}.", param=what)
+        return dataclasses.replace(params, max_new_tokens=min(params.max_new_tokens, limit - longest))
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
         with self.lock:
@@ -169,6 +191,7 @@ def build_app(server: ModelServer) -> FastAPI:
         if not prompts:
             raise RequestError("prompt must not be an empty list", param="prompt")
         params = server.sampling(req, req.max_tokens, default_max_tokens=16)  # 16: OpenAI's default
+        params = server.fit_context(prompts, params, asked=req.max_tokens is not None, what="prompt")
         outs = server.generate(prompts, params)
         choices = [{"index": i, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
                    for i, c in enumerate(outs)]
@@ -179,7 +202,9 @@ def build_app(server: ModelServer) -> FastAPI:
     def chat(req: ChatRequest) -> dict[str, Any]:
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         params = server.sampling(req, max_tokens, default_max_tokens=server.max_tokens_limit)
-        outs = server.generate([server.chat_prompt(req.messages)], params)
+        prompt = server.chat_prompt(req.messages)
+        params = server.fit_context([prompt], params, asked=max_tokens is not None, what="messages")
+        outs = server.generate([prompt], params)
         choices = [{"index": i, "message": {"role": "assistant", "content": c.text}, "logprobs": None,
                     "finish_reason": c.finish_reason} for i, c in enumerate(outs)]
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
@@ -189,19 +214,17 @@ def build_app(server: ModelServer) -> FastAPI:
 
 
 def load_server(cfg: ServeConfig) -> ModelServer:
-    """Load the checkpoint `cfg.model` names and wrap it for serving."""
+    """Load the checkpoint `cfg.model.name` names and wrap it for serving."""
     from thinkrl.models import load_model, load_tokenizer
+    from thinkrl.sections import resolve_device, set_torch_threads
 
-    if cfg.torch_threads > 0:
-        import torch
-
-        torch.set_num_threads(cfg.torch_threads)
-    model = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
-    return ModelServer(model, load_tokenizer(cfg.model), cfg.model_id(), cfg.max_tokens_limit, cfg.batch_size)
+    set_torch_threads(cfg.run.torch_threads)
+    model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=resolve_device(cfg.model.device))
+    return ModelServer(model, load_tokenizer(cfg.model.name), cfg.model_id(), cfg.max_tokens_limit, cfg.batch_size)
 
 
 def run_serve(cfg: ServeConfig) -> None:
-    """Serve `cfg.model` until interrupted (Ctrl+C)."""
+    """Serve `cfg.model.name` until interrupted (Ctrl+C)."""
     import uvicorn
     from rich.console import Console
 
@@ -266,9 +289,9 @@ def _wait_healthy(url: str, timeout_s: float) -> None:
 
 @contextmanager
 def serve_in_background(model: str, host: str = "127.0.0.1", port: int = 0, **cfg: Any) -> Iterator[str]:
-    """Serve `model` (any ServeConfig fields as keywords) while the block runs; yields the
-    OpenAI base url ("http://127.0.0.1:PORT/v1") once /health answers."""
-    config = build_config(ServeConfig, {"model": model, "host": host, "port": port, **cfg})
+    """Serve checkpoint `model` (other ServeConfig fields as keywords) while the block runs;
+    yields the OpenAI base url ("http://127.0.0.1:PORT/v1") once /health answers."""
+    config = build_config(ServeConfig, {"model": {"name": model}, "host": host, "port": port, **cfg})
     app = build_app(load_server(config))
     with serve_app(app, host, port) as root:
         _wait_healthy(f"{root}/health", timeout_s=30)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import Field
 
@@ -31,19 +31,33 @@ from thinkrl.rollout.base import Completion, SamplingParams
 from thinkrl.rollout.vllm_engine import VLLMConfig, VLLMEngine
 
 
-class VLLMServeConfig(Config):
-    model: str = Field("thinkrl/tiny", description="checkpoint to serve: the policy's starting weights "
-                       "(local folder or hub id in the local cache)")
+class ServerVLLMConfig(VLLMConfig):
+    """vLLM in a server that owns its GPUs: it takes most of their memory and never sleeps."""
+
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="share of each GPU's memory vLLM takes "
+                                          "(weights + KV cache); the server shares its GPUs with no trainer")
+    enable_sleep_mode: bool = Field(False, description="free the KV cache between requests (a server has no "
+                                    "trainer to make room for)")
+
+
+class VLLMServeModelConfig(Config):
+    name: str = Field("thinkrl/tiny", description="checkpoint to serve: the policy's starting weights "
+                      "(local folder or hub id in the local cache)")
     tokenizer: str | None = Field(None, description="tokenizer folder or id (None: the model's)")
+
+
+class VLLMServeConfig(Config):
+    renamed: ClassVar[dict[str, str]] = {"model": "model.name", "tokenizer": "model.tokenizer"}
+
+    model: VLLMServeModelConfig = VLLMServeModelConfig()
     backend: Literal["vllm", "transformers"] = Field("vllm", description="vllm (GPU) or transformers "
                                                      "(CPU, to try the routes without a GPU)")
     host: str = Field("127.0.0.1", description="interface to listen on (0.0.0.0 for other nodes; routes are "
                       "unauthenticated, keep it on a private network)")
     port: int = Field(8000, ge=1, le=65535, description="TCP port")
     seed: int = Field(0, description="engine seed (each request also carries its own)")
-    vllm: VLLMConfig = Field(VLLMConfig(gpu_memory_utilization=0.9, enable_sleep_mode=False),
-                             description="vLLM settings; the server owns its GPUs, so it takes most of "
-                             "their memory and never sleeps")
+    vllm: ServerVLLMConfig = Field(ServerVLLMConfig(), description="vLLM settings; the server owns its GPUs, so it "
+                                   "takes most of their memory and never sleeps")
 
 
 class ServedBackend(Protocol):
@@ -86,11 +100,11 @@ class TransformersBackend:
 
 def make_backend(cfg: VLLMServeConfig) -> ServedBackend:
     if cfg.backend == "transformers":
-        return TransformersBackend(cfg.model, cfg.tokenizer)
+        return TransformersBackend(cfg.model.name, cfg.model.tokenizer)
     from thinkrl.models import resolve_model_path
 
-    path = resolve_model_path(cfg.model)
-    tokenizer = resolve_model_path(cfg.tokenizer) if cfg.tokenizer else None
+    path = resolve_model_path(cfg.model.name)
+    tokenizer = resolve_model_path(cfg.model.tokenizer) if cfg.model.tokenizer else None
     return VLLMEngine(path, cfg.vllm.model_copy(update={"mode": "colocate"}), tokenizer=tokenizer, seed=cfg.seed)
 
 
@@ -157,8 +171,8 @@ def run_vllm_serve(cfg: VLLMServeConfig) -> None:
     from rich.console import Console
 
     backend = make_backend(cfg)
-    server = serve(backend, cfg.host, cfg.port, name=cfg.model)
-    Console(stderr=True).print(f"serving {cfg.model} ({cfg.backend}) at http://{cfg.host}:{cfg.port}")
+    server = serve(backend, cfg.host, cfg.port, name=cfg.model.name)
+    Console(stderr=True).print(f"serving {cfg.model.name} ({cfg.backend}) at http://{cfg.host}:{cfg.port}")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -86,6 +86,10 @@ class TrainRunConfig(Config):
     trackers: list[Literal["tensorboard", "wandb"]] = Field([], description="extra metric trackers")
     torch_threads: int = Field(0, ge=0, description="torch CPU threads per process (0: torch's default)")
     plot: bool = Field(True, description="write PNG plots of the metrics at the end")
+    overwrite: bool = Field(False, description="replace a run already in the run folder (without it, and without "
+                            "--resume, a command refuses a folder that holds a run)")
+    accept_config_change: bool = Field(False, description="--resume even though the config differs from the run's "
+                                       "config.yaml (run length, logging and checkpoint settings may always change)")
 
 
 class RunConfig(TrainRunConfig):

@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 
 from thinkrl.algos import group_advantages, policy_loss
-from thinkrl.config import to_yaml
 from thinkrl.data.loaders import load_examples
 from thinkrl.data.templates import prompt_prefills_think, render_prompt
 from thinkrl.errors import ConfigError
+from thinkrl.processes import main_process_only
 from thinkrl.rollout.base import SamplingParams
 from thinkrl.rollout.transformers_engine import TransformersEngine
 from thinkrl.train.checkpoint import resume_checkpoint
@@ -38,6 +38,7 @@ from thinkrl.train.rollouts import (
     shuffle_within_groups,
     zero_variance,
 )
+from thinkrl.train.run_folder import prepare_run_folder
 from thinkrl.train.saving import restore, restore_sharded_optimizer, save_final, save_step
 from thinkrl.train.sharding import prepare_reference, unsharded
 from thinkrl.train.tracking import MetricsTracker
@@ -72,14 +73,12 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
         raise ConfigError(f"optim.updates_per_pass={cfg.optim.updates_per_pass} must divide each process's "
                           f"rollout batch ({local_rows} samples on each of {world} processes)")
     run_dir = Path(cfg.run.output_dir)
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    main_process_only(lambda: prepare_run_folder(cfg, run_dir, "grpo" if type(cfg) is GRPOConfig else "zero"))
     set_seed(cfg.run.seed)
 
     policy = load_policy(cfg.model, need_reference=cfg.algo.beta > 0)
     model, tokenizer = policy.model, policy.tokenizer
-    examples, prompts = load_prompts(cfg, tokenizer)
+    examples, prompts, data_metrics = load_prompts(cfg, tokenizer, model.config)
     updates_per_step = cfg.algo.mu * cfg.optim.updates_per_pass
     optimizer, scheduler = build_optimizer(model, cfg.optim, total_updates=cfg.run.steps * updates_per_step)
 
@@ -116,7 +115,7 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
             t2 = time.perf_counter()
             everything = gather_rollout(accelerator, rollout)
             metrics = step_metrics(everything, update_stats, gen_time_s=t1 - t0, train_time_s=t2 - t1,
-                                   lr=scheduler.get_last_lr()[0])
+                                   lr=scheduler.get_last_lr()[0], data=data_metrics)
             if main:
                 tracker.log(step, metrics)
                 warnings.check(step, metrics)
@@ -138,17 +137,33 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     return GRPOResult(run_dir=run_dir, final_model_dir=final_dir, steps_done=step, last_metrics=metrics)
 
 
-def load_prompts(cfg: GRPOConfig, tokenizer) -> tuple[list, list[str]]:
-    """The training examples and their rendered prompts; RL for all scenarios mixes prompt
-    sets (`data_mix`), each rendered with its own template."""
-    examples, prompts = [], []
+def load_prompts(cfg: GRPOConfig, tokenizer, model_config=None) -> tuple[list, list[str], dict]:
+    """The training examples, their rendered prompts and the data metrics; RL for all scenarios
+    mixes prompt sets (`data_mix`), each rendered with its own template. A prompt that leaves
+    fewer than rollout.max_new_tokens of the model's positions is skipped, left-truncated or
+    an error, as its source's data.on_long_prompt says, counted in the metrics."""
+    from thinkrl.data.context import context_limit, fit_prompts, model_positions, prompt_decoder, prompt_encoder
+    from thinkrl.data.loaders import announce
+    from thinkrl.train.grpo_metrics import long_prompt_metrics
+
+    positions = model_positions(model_config, tokenizer)
+    if cfg.rollout.engine == "vllm" and cfg.rollout.vllm.max_model_len:  # vLLM plans for no more than this
+        positions = min(positions or cfg.rollout.vllm.max_model_len, cfg.rollout.vllm.max_model_len)
+    limit = context_limit(positions, cfg.rollout.max_new_tokens, "rollout.max_new_tokens")
+    encode, decode = prompt_encoder(tokenizer), prompt_decoder(tokenizer)
+    examples, prompts, skipped, truncated = [], [], 0, 0
     for source in [cfg.data, *cfg.data_mix]:
         loaded = load_examples(source)
-        examples += loaded
-        prompts += [render_prompt(ex, source.template, tokenizer, source.system_prompt) for ex in loaded]
+        rendered = [render_prompt(ex, source.template, tokenizer, source.system_prompt) for ex in loaded]
+        fitted = fit_prompts(rendered, encode, decode, limit, source.on_long_prompt, source.path)
+        if fitted.report.over:
+            announce(f"data: {fitted.report.summary()}")
+        examples += [loaded[i] for i in fitted.kept]
+        prompts += fitted.prompts
+        skipped, truncated = skipped + fitted.report.skipped, truncated + fitted.report.truncated
     for ex, prompt in zip(examples, prompts):
         ex.meta["prompt_prefills_think"] = prompt_prefills_think(prompt)
-    return examples, prompts
+    return examples, prompts, long_prompt_metrics(skipped, truncated)
 
 
 def build_engine(model, tokenizer, cfg: GRPOConfig):

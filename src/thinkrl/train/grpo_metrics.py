@@ -11,7 +11,15 @@ from thinkrl.train.rollouts import Rollout
 log = logging.getLogger(__name__)
 
 
-def step_metrics(rollout: Rollout, update: dict, gen_time_s: float, train_time_s: float, lr: float) -> dict:
+def long_prompt_metrics(skipped: int, truncated: int) -> dict[str, int]:
+    """Prompts the model's context kept out of training (or cut to fit), counted once when the
+    prompts are loaded; logged with every step so metrics.jsonl and the plots say so."""
+    return {"data/long_prompts_skipped": skipped, "data/long_prompts_truncated": truncated}
+
+
+def step_metrics(rollout: Rollout, update: dict, gen_time_s: float, train_time_s: float, lr: float,
+                 data: dict | None = None) -> dict:
+    """One step's numbers; `data` adds the load-time data counts (`long_prompt_metrics`)."""
     rewards = rollout.rewards
     lengths = [len(c.completion_ids) for c in rollout.completions]
     n = max(len(lengths), 1)
@@ -50,6 +58,7 @@ def step_metrics(rollout: Rollout, update: dict, gen_time_s: float, train_time_s
     metrics["time/train_s"] = train_time_s
     metrics["time/generation_share"] = gen_time_s / max(gen_time_s + train_time_s, 1e-9)
     metrics["tokens_per_s"] = rollout.generated_tokens / max(gen_time_s, 1e-9)
+    metrics.update(data or {})
     return metrics
 
 

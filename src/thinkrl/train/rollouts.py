@@ -75,8 +75,17 @@ def sample_and_score(engine: RolloutEngine, prompts: list[str], examples: list[E
             c.prompt_index += start
         completions += part
     repeated = [examples[c.prompt_index] for c in completions]
-    scores = score_routed([c.text for c in completions], repeated, terms, terms_by_kind or {}, workers=reward_workers)
+    scores = score_routed([c.text for c in completions], repeated, terms, terms_by_kind or {}, workers=reward_workers,
+                          completion_ids=[sampled_ids(c) for c in completions])
     return completions, scores
+
+
+def sampled_ids(completion: Completion) -> list[int] | None:
+    """The completion's generated token ids for the rewards (length counts tokens, as DAPO
+    means), or None where the engine kept none for a non-empty text (an HTTP endpoint)."""
+    if completion.completion_ids or not completion.text:
+        return list(completion.completion_ids)
+    return None
 
 
 def shuffle_within_groups(rewards: torch.Tensor, group_size: int, generator: torch.Generator) -> torch.Tensor:

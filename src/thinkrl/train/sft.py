@@ -24,12 +24,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from thinkrl.config import to_yaml
 from thinkrl.errors import ConfigError
+from thinkrl.processes import main_process_only
 from thinkrl.train.checkpoint import resume_checkpoint
 from thinkrl.train.distributed import check_launch
 from thinkrl.train.model_setup import build_optimizer, load_policy, make_accelerator
 from thinkrl.train.progress import StepProgress
+from thinkrl.train.run_folder import prepare_run_folder
 from thinkrl.train.saving import restore, restore_sharded_optimizer, save_final, save_step
 from thinkrl.train.sft_config import SFTConfig
 from thinkrl.train.sft_data import IGNORE, SFTData, SFTDataReport, TokenizedExample, collate, load_sft_data
@@ -65,14 +66,12 @@ def train_sft(cfg: SFTConfig, on_step: Callable[[int, dict], None] | None = None
     check_launch(accelerator, lora=cfg.model.lora.enabled)
     main, sharded = accelerator.is_main_process, is_sharded(accelerator)
     run_dir = Path(cfg.run.output_dir)
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    main_process_only(lambda: prepare_run_folder(cfg, run_dir, "sft"))
     set_seed(cfg.run.seed)
 
     policy = load_policy(cfg.model, need_reference=False)
     model, tokenizer = policy.model, policy.tokenizer
-    data = load_sft_data(cfg.data, tokenizer, cfg.run.seed)
+    data = load_sft_data(cfg.data, tokenizer, cfg.run.seed, model_config=model.config)
     plan = plan_steps(len(data.units), cfg.run.batch_size, cfg.run.seed, cfg.run.epochs, cfg.run.max_steps)
     total_steps = len(plan.steps)
     if main:

@@ -39,7 +39,13 @@ class SFTDataConfig(Config):
         "r1_zero / r1_zero_short / chat / plain (render a raw question); auto: none for files, r1_zero_short for task:",
     )
     system_prompt: str | None = Field(None, description="system message (chat) or text put before a rendered prompt")
-    max_length: int = Field(256, ge=2, description="tokens per row; longer examples are cut (counted and reported)")
+    max_length: int = Field(256, ge=2, description="tokens per row (at most the model's positions); longer "
+                            "examples are handled as data.on_long_row says")
+    on_long_row: Literal["truncate", "skip", "error"] = Field(
+        "truncate", description="an example (prompt + response) longer than max_length: truncate it (keep its first "
+        "max_length tokens: the prompt and the start of the response), skip it, or error (stop, naming how many "
+        "and the longest); truncated and skipped rows are counted and reported"
+    )
     packing: bool = Field(False, description="pack several examples into one row of max_length tokens "
                           "(no attention across examples); batch sizes then count packed rows")
     eval_fraction: float = Field(0.0, ge=0, lt=1, description="share of rows held out for an eval loss (0: none)")

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from thinkrl.data.context import model_positions
 from thinkrl.data.example import Example
-from thinkrl.data.loaders import data_files, read_file_rows
+from thinkrl.data.loaders import announce, source_rows
 from thinkrl.data.presets import RowError
 from thinkrl.data.templates import render_prompt
 from thinkrl.errors import ConfigError, DataError
@@ -39,6 +40,7 @@ class SFTRow:
     prompt: str | None = None
     response: str | None = None
     messages: list[dict[str, str]] | None = None
+    source: str = ""  # which split of which source the row is from, as the data line says it
 
 
 @dataclass
@@ -46,6 +48,7 @@ class TokenizedExample:
     input_ids: list[int]
     labels: list[int]  # IGNORE where there is no loss
     truncated: bool = False
+    full_length: int = 0  # tokens before truncation
 
     @property
     def loss_tokens(self) -> int:
@@ -60,8 +63,10 @@ class SFTDataReport:
     rows: int = 0
     train_examples: int = 0
     eval_examples: int = 0
-    truncated: int = 0  # cut to max_length, kept
+    truncated: int = 0  # cut to max_length, kept (data.on_long_row=truncate)
     dropped: int = 0  # no response token left within max_length
+    skipped: int = 0  # longer than max_length, left out (data.on_long_row=skip)
+    longest: int = 0  # tokens of the longest example before any cut
     packed_rows: int | None = None  # with packing: rows the train examples were packed into
 
     def summary(self) -> str:
@@ -70,6 +75,8 @@ class SFTDataReport:
             text += f", packed into {self.packed_rows} rows"
         if self.truncated or self.dropped:
             text += f"; {self.truncated} truncated to max_length, {self.dropped} dropped (prompt fills max_length)"
+        if self.skipped:
+            text += f"; {self.skipped} skipped as longer than max_length (longest {self.longest} tokens)"
         return text
 
 
@@ -81,18 +88,41 @@ class SFTData:
     units: list[list[int]] = field(default_factory=list)  # train rows as lists of example indices
 
 
-def load_sft_data(cfg: SFTDataConfig, tokenizer: Any, seed: int) -> SFTData:
-    """Tokenised train and eval examples, and the train rows (packed when cfg says)."""
+def load_sft_data(cfg: SFTDataConfig, tokenizer: Any, seed: int, model_config: Any = None) -> SFTData:
+    """Tokenised train and eval examples, and the train rows (packed when cfg says).
+
+    An example longer than data.max_length is truncated, skipped or an error as
+    data.on_long_row says, counted either way; max_length itself may not exceed the
+    positions of the model `model_config` describes, so no row ever runs past them."""
+    max_positions = model_positions(model_config, tokenizer) if model_config is not None else None
+    if max_positions is not None and cfg.max_length > max_positions:
+        raise ConfigError(f"data.max_length={cfg.max_length} is over the model's {max_positions} positions; "
+                          f"set data.max_length to {max_positions} or less")
     report = SFTDataReport(cfg.path)
     examples: list[TokenizedExample] = []
+    too_long: list[int] = []
+    per_source: Counter[str] = Counter()
     for row in read_sft_rows(cfg):
         report.rows += 1
+        per_source[row.source] += 1
         example = tokenize_row(row, cfg, tokenizer)
+        report.longest = max(report.longest, example.full_length)
+        if example.truncated:
+            too_long.append(example.full_length)
+            if cfg.on_long_row != "truncate":
+                report.skipped += 1
+                continue
         if example.loss_tokens == 0:
             report.dropped += 1
             continue
         report.truncated += example.truncated
         examples.append(example)
+    for source, count in per_source.items():
+        announce(f"data: {count} rows {source}")
+    if too_long and cfg.on_long_row == "error":
+        raise ConfigError(f"{cfg.path}: {len(too_long)} of {report.rows} examples are longer than data.max_length="
+                          f"{cfg.max_length} tokens (longest {max(too_long)}); set data.on_long_row=truncate or skip, "
+                          "or raise data.max_length")
     if not examples:
         raise DataError(f"{cfg.path}: no example keeps a response token within data.max_length={cfg.max_length}")
     train, eval_ = split_eval(examples, cfg.eval_fraction, seed)
@@ -102,7 +132,7 @@ def load_sft_data(cfg: SFTDataConfig, tokenizer: Any, seed: int) -> SFTData:
         report.packed_rows = len(units)
     else:
         units = [[i] for i in range(len(train))]
-    if report.truncated or report.dropped:
+    if report.truncated or report.dropped or report.skipped:
         log.warning("%s", report.summary())
     return SFTData(train=train, eval=eval_, report=report, units=units)
 
@@ -118,7 +148,9 @@ def read_sft_rows(cfg: SFTDataConfig) -> Iterator[SFTRow]:
         if path.startswith("task:"):
             rows = _task_rows(cfg.model_copy(update={"path": path}))
         else:
-            rows = (_pick_fields(where, row, cfg) for where, row in _source_rows(Path(path).expanduser(), cfg.split))
+            source = source_rows(path, cfg.split)
+            label = (f"of the {source.split} split " if source.split else "") + source.origin
+            rows = (_pick_fields(where, row, cfg, label) for where, row in source.rows)
         for row in rows:
             if cfg.limit is not None and count >= cfg.limit:
                 return
@@ -126,31 +158,12 @@ def read_sft_rows(cfg: SFTDataConfig) -> Iterator[SFTRow]:
             yield row
 
 
-def _source_rows(path: Path, split: str) -> Iterator[tuple[str, Mapping[str, Any] | RowError]]:
-    if path.is_file():
-        return read_file_rows(path)
-    if not path.is_dir():
-        raise DataError(f"data.path '{path}': no such file or folder")
-    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-        import datasets
-
-        try:
-            loaded = datasets.load_from_disk(str(path), keep_in_memory=True)
-        except Exception as err:  # noqa: BLE001 - a broken folder is the user's data, said in one line
-            raise DataError(f"{path}: cannot read the saved dataset ({type(err).__name__}: {err})") from None
-        if isinstance(loaded, datasets.DatasetDict):
-            if split not in loaded:
-                raise DataError(f"{path}: no split '{split}'; data.split can be {', '.join(loaded)}")
-            loaded = loaded[split]
-        return ((f"{path}[{split}], row {i}", row) for i, row in enumerate(loaded, start=1))
-    return (located for file in data_files(path, split) for located in read_file_rows(file))
-
-
-def _pick_fields(where: str, row: Mapping[str, Any] | RowError, cfg: SFTDataConfig) -> SFTRow:
+def _pick_fields(where: str, row: Mapping[str, Any] | RowError, cfg: SFTDataConfig, source: str = "") -> SFTRow:
     if isinstance(row, RowError):
         raise DataError(f"{where}: {row}")
     if cfg.messages_field in row and row[cfg.messages_field] is not None:
-        return SFTRow(where, messages=_checked_messages(where, row[cfg.messages_field], cfg.messages_field))
+        return SFTRow(where, messages=_checked_messages(where, row[cfg.messages_field], cfg.messages_field),
+                      source=source)
     missing = [name for name in (cfg.prompt_field, cfg.response_field) if not isinstance(row.get(name), str)]
     if missing:
         has = ", ".join(sorted(row)) or "nothing"
@@ -160,7 +173,7 @@ def _pick_fields(where: str, row: Mapping[str, Any] | RowError, cfg: SFTDataConf
         )
     if not row[cfg.response_field].strip():
         raise DataError(f"{where}: empty '{cfg.response_field}': nothing to learn from this row")
-    return SFTRow(where, prompt=row[cfg.prompt_field], response=row[cfg.response_field])
+    return SFTRow(where, prompt=row[cfg.prompt_field], response=row[cfg.response_field], source=source)
 
 
 def _checked_messages(where: str, messages: Any, name: str) -> list[dict[str, str]]:
@@ -177,13 +190,15 @@ def _checked_messages(where: str, messages: Any, name: str) -> list[dict[str, st
 
 def _task_rows(cfg: SFTDataConfig) -> Iterator[SFTRow]:
     """A synthetic task's problems answered by their correct scratchpad: cold-start style data."""
-    from thinkrl.data.tasks import get_task
+    from thinkrl.data.tasks import HELDOUT_SEED, get_task
 
     name = cfg.path.removeprefix("task:").strip()
     task = get_task(name)
+    split = "held-out" if cfg.task_seed == HELDOUT_SEED else "training"
+    source = f"of {cfg.path}'s {split} split (task_seed {cfg.task_seed})"
     for i, example in enumerate(task.generate(n=cfg.task_size, seed=cfg.task_seed), start=1):
         response = f"<think>{task.scratchpad(example)}</think><answer>{example.answer}</answer>"
-        yield SFTRow(f"{cfg.path}, problem {i}", prompt=example.prompt, response=response)
+        yield SFTRow(f"{cfg.path}, problem {i}", prompt=example.prompt, response=response, source=source)
 
 
 # ---------------------------------------------------------------- tokenising
@@ -281,8 +296,8 @@ def _truncate(ids: list[int], labels: list[int], max_length: int) -> TokenizedEx
     # previous example.
     labels = [IGNORE] + labels[1:]
     if len(ids) <= max_length:
-        return TokenizedExample(ids, labels)
-    return TokenizedExample(ids[:max_length], labels[:max_length], truncated=True)
+        return TokenizedExample(ids, labels, full_length=len(ids))
+    return TokenizedExample(ids[:max_length], labels[:max_length], truncated=True, full_length=len(ids))
 
 
 # ---------------------------------------------------------------- eval split, packing
