@@ -14,6 +14,8 @@ from rich.markup import escape
 from thinkrl.commands import COMMANDS, Command
 from thinkrl.config import Config, describe_fields, load_config, to_yaml
 from thinkrl.errors import ThinkrlError
+from thinkrl.processes import is_main_launched_process
+from thinkrl.train.interrupts import TrainingInterrupted
 
 console = Console(stderr=True)
 
@@ -70,6 +72,10 @@ def _register(cmd: Command) -> None:
             cmd.runner()(cfg)
         except ThinkrlError as exc:
             _fail(exc)
+        except TrainingInterrupted as exc:  # a signal asked the run to stop; it saved and says how to go on
+            if is_main_launched_process():  # stdout, beside the start and progress lines of `> run.log`
+                print(exc.message(), flush=True)
+            raise typer.Exit(code=exc.exit_code) from None
 
     if _trains_with_grpo(model):
 

@@ -154,6 +154,7 @@ def describe_fields(model: type[BaseModel], prefix: str = "", defaults: BaseMode
         if isinstance(sub, type) and issubclass(sub, BaseModel):
             rows.extend(describe_fields(sub, prefix=f"{path}.", defaults=own if isinstance(own, BaseModel) else None))
             continue
-        default = own
-        rows.append((path, repr(default), info.description or ""))
+        if isinstance(own, (list, tuple)) and own and all(isinstance(v, BaseModel) for v in own):
+            own = [v.model_dump(mode="json") for v in own]  # what one writes in YAML, not the classes' repr
+        rows.append((path, repr(own), info.description or ""))
     return rows

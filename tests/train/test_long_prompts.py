@@ -208,3 +208,20 @@ def table_text(result) -> str:
     console = Console(width=200, record=True, file=io.StringIO())
     console.print(metrics_table(result))
     return console.export_text()
+
+
+def test_sample_skips_prompts_past_the_context_and_reports_them(tiny_random_model, tmp_path):
+    from thinkrl.pipeline.sample import SampleConfig, run_sample
+
+    data = write_rows(tmp_path / "rows.jsonl", [SHORT, LONG, SHORT + "1", LONG + "1"])
+    settings = {"model": {"name": str(tiny_random_model)}, "run": {"output_dir": str(tmp_path / "run")}, "n": 1,
+                "max_new_tokens": 8, "rewards": [{"name": "long_prompt_test_digits"}], "min_reward": 0.0,
+                "reward_workers": 0, "data": {"path": str(data)}, "decontam": {"enabled": False},
+                "filters": {"require_format": False, "drop_truncated": False, "language": None}}
+    result = run_sample(SampleConfig.model_validate(settings))
+    assert result.report["prompts"] == 2 and result.report["long_prompts"] == {"skipped": 2, "truncated": 0}
+    assert result.report["generated"] == 2
+    settings["data"]["on_long_prompt"] = "error"
+    settings["run"]["output_dir"] = str(tmp_path / "refused")
+    with pytest.raises(ConfigError, match=r"2 of 4 prompts are longer than the 248 tokens"):
+        run_sample(SampleConfig.model_validate(settings))

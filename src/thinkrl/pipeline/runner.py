@@ -35,6 +35,7 @@ from thinkrl.files import atomic_write
 from thinkrl.pipeline.stages import stage_kind
 from thinkrl.processes import is_main_launched_process, main_process_only
 from thinkrl.sections import OutputRunConfig, set_torch_threads
+from thinkrl.train.interrupts import TrainingInterrupted
 
 log = logging.getLogger(__name__)
 STATE = "stage.json"
@@ -154,10 +155,14 @@ def run_stage(stage: StageSpec, resolved: dict[str, Any], folder: Path, key: str
     def run_command() -> None:  # returns nothing: the other processes need no copy of the result
         command.runner()(config)
 
-    if kind.every_process:  # training: accelerate splits the work over the launched processes
-        run_command()
-    else:
-        main_process_only(run_command)
+    try:
+        if kind.every_process:  # training: accelerate splits the work over the launched processes
+            run_command()
+        else:
+            main_process_only(run_command)
+    except TrainingInterrupted as exc:  # the stage stays 'running': a rerun resumes it
+        exc.resume_command = f"the same `thinkrl pipeline` command (it resumes stage '{stage.name}')"
+        raise
     return main_process_only(finish)
 
 

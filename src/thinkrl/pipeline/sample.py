@@ -128,6 +128,7 @@ def run_sample(cfg: SampleConfig, engine: RolloutEngine | None = None) -> Sample
     examples, contaminated = _load_clean_examples(cfg)
     _check_gradable(examples, cfg)
     prompts = _render_prompts(examples, cfg)
+    examples, prompts, long_prompts = _fit_context(examples, prompts, cfg, engine)
     examples = [_with_prefill_flag(ex, p) for ex, p in zip(examples, prompts)]
     starts = list(range(0, len(examples), cfg.chunk_size))
     shard_dir = out / SHARDS_DIR
@@ -150,6 +151,7 @@ def run_sample(cfg: SampleConfig, engine: RolloutEngine | None = None) -> Sample
             progress.update(task, advance=1)
     source = cfg.endpoint.base_url if cfg.endpoint is not None else cfg.model.name
     report = build_report(results, len(examples), len(contaminated), source)
+    report["long_prompts"] = {"skipped": long_prompts.skipped, "truncated": long_prompts.truncated}
     result = write_outputs(out, results, contaminated, report)
     print_summary(report, cfg.n, cfg.run.output_dir)
     return result
@@ -328,6 +330,37 @@ def _render_prompts(examples: list[Example], cfg: SampleConfig) -> list[str]:
 
         tokenizer = load_tokenizer(cfg.model.name)
     return [render_prompt(ex, cfg.data.template, tokenizer, cfg.data.system_prompt) for ex in examples]
+
+
+def _fit_context(examples: list[Example], prompts: list[str], cfg: SampleConfig, engine: RolloutEngine | None):
+    """Prompts that leave max_new_tokens of a local model's positions, as data.on_long_prompt says
+    (skip by default, counted). A remote endpoint checks its own limit (thinkrl serve and vLLM
+    answer 400), so its prompts pass as they are."""
+    from thinkrl.data.context import LongPrompts, context_limit, fit_prompts, model_positions, prompt_decoder, prompt_encoder
+    from thinkrl.data.loaders import announce
+
+    if cfg.endpoint is not None and engine is None:
+        return examples, prompts, LongPrompts(cfg.data.path, len(prompts))
+    if engine is not None:
+        from thinkrl.eval.evaluate import engine_positions
+
+        tokenizer = getattr(engine, "tokenizer", None)
+        positions = engine_positions(engine, tokenizer) if tokenizer is not None else None
+    else:
+        from transformers import AutoConfig
+
+        from thinkrl.models import load_tokenizer, resolve_model_path
+
+        tokenizer = load_tokenizer(cfg.model.name)
+        positions = model_positions(AutoConfig.from_pretrained(resolve_model_path(cfg.model.name)), tokenizer)
+    limit = context_limit(positions, cfg.max_new_tokens, "max_new_tokens")
+    if limit is None:
+        return examples, prompts, LongPrompts(cfg.data.path, len(prompts))
+    encode = getattr(engine, "encode_prompt", None) or prompt_encoder(tokenizer)  # as the engine will encode them
+    fitted = fit_prompts(prompts, encode, prompt_decoder(tokenizer), limit, cfg.data.on_long_prompt, cfg.data.path)
+    if fitted.report.over:
+        announce(f"data: {fitted.report.summary()}")
+    return [examples[i] for i in fitted.kept], fitted.prompts, fitted.report
 
 
 def _with_prefill_flag(example: Example, prompt: str) -> Example:

@@ -108,7 +108,9 @@ class GRPOConfig(Config):
     optim: OptimConfig = OptimConfig()
     data_mix: list[TrainDataConfig] = Field([], description="more prompt sets mixed into data (e.g. general prompts "
                                        "for RL in all scenarios); each example keeps its own kind and template")
-    rewards: list[RewardTerm] = Field(default_factory=r1_zero_spec, description="reward terms, summed with weights")
+    rewards: list[RewardTerm] = Field(default_factory=r1_zero_spec, description="reward terms {name, weight, "
+                                     "options}, summed with weights; the length rewards (overlong, cosine_length) count "
+                                     "max_len and cache in tokens (options.unit: chars counts characters)")
     rewards_by_kind: dict[str, list[RewardTerm]] = Field({}, description="reward spec per example kind (math, code, "
                                                          "general, a task name); kinds not listed use rewards")
     run: RunConfig = RunConfig()

@@ -24,13 +24,14 @@ from thinkrl.train.checkpoint import resume_checkpoint
 from thinkrl.train.config import GRPOConfig
 from thinkrl.train.distributed import check_launch, gather_rollout, local_share, reduce_weighted
 from thinkrl.train.grpo_metrics import LearningWarnings, step_metrics
+from thinkrl.train.interrupts import StopSignals, interrupted
 from thinkrl.train.model_setup import build_optimizer, load_policy, make_accelerator
 from thinkrl.train.policy import (
     build_policy_batch,
     frozen_logprobs,
     policy_logprobs,
 )
-from thinkrl.train.progress import StepProgress
+from thinkrl.train.progress import StepProgress, end_line, say, start_line
 from thinkrl.train.rollouts import (
     PromptOrder,
     Rollout,
@@ -72,8 +73,8 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     if local_rows % cfg.optim.updates_per_pass:  # else processes would take different numbers of steps
         raise ConfigError(f"optim.updates_per_pass={cfg.optim.updates_per_pass} must divide each process's "
                           f"rollout batch ({local_rows} samples on each of {world} processes)")
-    run_dir = Path(cfg.run.output_dir)
-    main_process_only(lambda: prepare_run_folder(cfg, run_dir, "grpo" if type(cfg) is GRPOConfig else "zero"))
+    run_dir, command = Path(cfg.run.output_dir), "grpo" if type(cfg) is GRPOConfig else "zero"
+    main_process_only(lambda: prepare_run_folder(cfg, run_dir, command))
     set_seed(cfg.run.seed)
 
     policy = load_policy(cfg.model, need_reference=cfg.algo.beta > 0)
@@ -98,7 +99,10 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     warnings = LearningWarnings()
     metrics: dict = {}
     step = start_step
-    with StepProgress(cfg.run.steps, start_step, "GRPO", enabled=main) as progress:
+    started = time.perf_counter()
+    sources = ", ".join(s.path for s in [cfg.data, *cfg.data_mix])
+    say(start_line("GRPO", run_dir, cfg.model.name, f"{sources} ({len(examples)} prompts)", start_step, checkpoint), main)
+    with StepProgress(cfg.run.steps, start_step, "GRPO", enabled=main) as progress, StopSignals(accelerator) as stop:
         for step in range(start_step + 1, cfg.run.steps + 1):
             t0 = time.perf_counter()
             # the transformers engine samples from the policy itself: under FSDP, from whole weights
@@ -121,11 +125,18 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
                 warnings.check(step, metrics)
                 if step % cfg.run.sample_every == 0 or step == 1:
                     tracker.log_samples(step, sample_rows(everything, limit=2 * cfg.rollout.group_size))
-            if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.run.steps:
+            stopping = step < cfg.run.steps and stop.requested()
+            if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.run.steps or stopping:
                 save_step(accelerator, run_dir, step, model, tokenizer, optimizer.optimizer, scheduler,
                           extra_state={"prompts_seen": step * cfg.rollout.prompts_per_step},
                           keep_last=cfg.run.keep_checkpoints)
             progress.advance(metrics)
+            if stopping:
+                break
+    if stop.signum and step < cfg.run.steps:
+        if main:
+            tracker.close()
+        raise interrupted(stop.signum, step, run_dir, command)
     final_dir = save_final(accelerator, run_dir, model, tokenizer)
     if main:
         tracker.close()
@@ -134,6 +145,7 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
 
             plot_metrics(tracker.metrics_path, run_dir / "plots")
     accelerator.wait_for_everyone()
+    say(end_line("GRPO", step, final_dir, progress.headline(), time.perf_counter() - started), main)
     return GRPOResult(run_dir=run_dir, final_model_dir=final_dir, steps_done=step, last_metrics=metrics)
 
 

@@ -28,8 +28,9 @@ from thinkrl.errors import ConfigError
 from thinkrl.processes import main_process_only
 from thinkrl.train.checkpoint import resume_checkpoint
 from thinkrl.train.distributed import check_launch
+from thinkrl.train.interrupts import StopSignals, interrupted
 from thinkrl.train.model_setup import build_optimizer, load_policy, make_accelerator
-from thinkrl.train.progress import StepProgress
+from thinkrl.train.progress import StepProgress, end_line, say, start_line
 from thinkrl.train.run_folder import prepare_run_folder
 from thinkrl.train.saving import restore, restore_sharded_optimizer, save_final, save_step
 from thinkrl.train.sft_config import SFTConfig
@@ -93,9 +94,11 @@ def train_sft(cfg: SFTConfig, on_step: Callable[[int, dict], None] | None = None
     metrics: dict[str, Any] = {}
     step = start_step
     loss_sum = torch.zeros((), device=accelerator.device)
-    t0 = time.perf_counter()
+    started = t0 = time.perf_counter()
     model.train()
-    with _progress(main, total_steps, start_step) as progress:
+    sources = ", ".join([cfg.data.path, *cfg.data.extra_paths])
+    say(start_line("SFT", run_dir, cfg.model.name, f"{sources} ({len(data.train)} examples)", start_step, checkpoint), main)
+    with _progress(main, total_steps, start_step) as progress, StopSignals(accelerator) as stop:
         for batch in loader:
             loss_tokens, _ = step_tokens[step]
             with accelerator.accumulate(model):
@@ -129,13 +132,20 @@ def train_sft(cfg: SFTConfig, on_step: Callable[[int, dict], None] | None = None
             if main:
                 tracker.log(step, metrics)
                 progress.advance(metrics)
-            if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == total_steps:
+            stopping = step < total_steps and stop.requested()
+            if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == total_steps or stopping:
                 save_step(accelerator, run_dir, step, model, tokenizer, optimizer.optimizer, scheduler,
                           extra_state={"epoch": plan.epoch(step), "plan": plan_key(data, cfg)},
                           keep_last=cfg.run.keep_checkpoints)
             if on_step is not None:
                 on_step(step, metrics)
+            if stopping:
+                break
             t0 = time.perf_counter()
+    if stop.signum and step < total_steps:
+        if main:
+            tracker.close()
+        raise interrupted(stop.signum, step, run_dir, "sft")
 
     final_dir = save_final(accelerator, run_dir, model, tokenizer)
     if main:
@@ -145,6 +155,7 @@ def train_sft(cfg: SFTConfig, on_step: Callable[[int, dict], None] | None = None
 
             plot_metrics(tracker.metrics_path, run_dir / "plots", panels=SFT_PANELS)
     accelerator.wait_for_everyone()
+    say(end_line("SFT", step, final_dir, progress.headline(), time.perf_counter() - started), main)
     return SFTResult(run_dir=run_dir, final_model_dir=final_dir, steps_done=step, last_metrics=metrics,
                      data=data.report)
 
