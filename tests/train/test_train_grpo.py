@@ -45,7 +45,7 @@ def small_config(model_dir: Path, run_dir: Path, *overrides: str) -> GRPOConfig:
 def objective(model, completions, advantages, pad_id) -> float:
     """GRPO's sequence-level surrogate at ratio 1: sum_i A_i * mean_t log p(o_it)."""
     batch = build_policy_batch(completions, pad_id)
-    logp = frozen_logprobs(model, batch, temperature=1.0, micro_batch_size=64)
+    logp = frozen_logprobs(model, batch, temperature=1.0)
     mean_logp = (logp * batch.loss_mask).sum(1) / batch.loss_mask.sum(1).clamp(min=1)
     return float((advantages * mean_logp).sum())
 

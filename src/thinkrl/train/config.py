@@ -1,9 +1,10 @@
 """The GRPO command's config: one section per concern, each field with one meaning.
 
 Batch sizes are stated once, in samples: `rollout.prompts_per_step` prompts x
-`rollout.group_size` completions make the rollout batch; `optim.micro_batch_size`
-samples go through one forward/backward; every rollout batch gets `algo.mu` passes,
-each split into `optim.updates_per_pass` optimiser steps.
+`rollout.group_size` completions make the rollout batch; at most `optim.micro_batch_size`
+samples and `optim.max_tokens_per_microbatch` tokens go through one forward/backward,
+packed without padding; every rollout batch gets `algo.mu` passes, each split into
+`optim.updates_per_pass` optimiser steps.
 """
 
 from __future__ import annotations
@@ -75,7 +76,15 @@ class AdamWConfig(Config):
 
 
 class OptimConfig(AdamWConfig):
-    micro_batch_size: int = Field(32, ge=1, description="samples per forward/backward (gradient accumulation below that)")
+    micro_batch_size: int = Field(32, ge=1, description="at most this many samples per forward/backward (gradient "
+                                  "accumulation below that)")
+    max_tokens_per_microbatch: int = Field(16384, ge=1, description="at most this many tokens (prompt + completion, "
+                                           "packed without padding) per forward/backward; a longer sample goes alone")
+    logprob_chunk_tokens: int | None = Field(None, ge=0, description="completion tokens per chunk through the LM "
+                                             "head when computing log-probs (memory holds one chunk's logits, never "
+                                             "[tokens, vocabulary]); null: ~128 MiB of logits per chunk (221 tokens "
+                                             "at a 151k vocabulary); 0: padded forward with full logits (the "
+                                             "reference path)")
     updates_per_pass: int = Field(1, ge=1, description="optimiser steps per pass over the rollout batch")
 
 

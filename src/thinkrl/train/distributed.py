@@ -60,6 +60,17 @@ def reduce_weighted(accelerator, totals: dict[str, float], weight: float) -> dic
     return {k: float(v) / denominator for k, v in zip(keys, packed[:-1].tolist())}
 
 
+def max_over_processes(accelerator, value: int) -> int:
+    """The largest `value` any process holds (every process must call it)."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return value
+    import torch.distributed as dist
+
+    packed = torch.tensor([value], device=accelerator.device)
+    dist.all_reduce(packed, op=dist.ReduceOp.MAX)
+    return int(packed)
+
+
 def check_launch(accelerator, lora: bool = False) -> None:
     """Refuse, in one line, the launches thinkrl cannot train and checkpoint correctly: DDP
     (any number of processes) and FSDP2 full fine-tuning are supported."""

@@ -22,13 +22,15 @@ from thinkrl.rollout.base import SamplingParams
 from thinkrl.rollout.transformers_engine import TransformersEngine
 from thinkrl.train.checkpoint import resume_checkpoint
 from thinkrl.train.config import GRPOConfig
-from thinkrl.train.distributed import check_launch, gather_rollout, local_share, reduce_weighted
+from thinkrl.train.distributed import check_launch, gather_rollout, local_share, max_over_processes, reduce_weighted
 from thinkrl.train.grpo_metrics import LearningWarnings, step_metrics
 from thinkrl.train.interrupts import StopSignals, interrupted
+from thinkrl.train.microbatches import split_to, token_microbatches
 from thinkrl.train.model_setup import build_optimizer, load_policy, make_accelerator
 from thinkrl.train.policy import (
     build_policy_batch,
     frozen_logprobs,
+    packs_rows,
     policy_logprobs,
 )
 from thinkrl.train.progress import StepProgress, end_line, say, start_line
@@ -264,16 +266,30 @@ def update_policy(accelerator, model, reference, optimizer, scheduler, rollout: 
     policy = accelerator.unwrap_model(model)
     batch = build_policy_batch(rollout.completions, pad_id).to(device)
     advantages = rollout.advantages.to(device)
-    temperature, micro = cfg.rollout.temperature, cfg.optim.micro_batch_size
+    temperature, chunk_tokens = cfg.rollout.temperature, cfg.optim.logprob_chunk_tokens
+    lengths = batch.attention_mask.sum(dim=1).tolist()
+
+    padded = not packs_rows(policy)
+
+    def micro_batches(rows: list[int]) -> list[list[int]]:
+        """Longest rows first, so padded micro-batches hold rows of similar length; as many on
+        every process (FSDP: each forward pass is a collective)."""
+        rows = sorted(rows, key=lambda r: -lengths[r])
+        sizes = [lengths[r] for r in rows]
+        groups = token_microbatches(sizes, cfg.optim.max_tokens_per_microbatch, cfg.optim.micro_batch_size, padded)
+        groups = split_to(groups, sizes, max_over_processes(accelerator, len(groups)))
+        return [[rows[i] for i in group] for group in groups]
+
     # Old log-probs are taken once per rollout; with mu=1 the policy has not moved yet, so the
     # ratio is exactly 1 and logp.detach() serves, saving a forward pass.
-    old_logp = frozen_logprobs(policy, batch, temperature, micro) if cfg.algo.mu > 1 else None
+    all_rows = micro_batches(list(range(len(batch)))) if cfg.algo.mu > 1 or cfg.algo.beta > 0 else []
+    old_logp = frozen_logprobs(policy, batch, temperature, all_rows, chunk_tokens) if cfg.algo.mu > 1 else None
     ref_logp = None
     if cfg.algo.beta > 0:
         if reference is None:  # LoRA: the reference is the base, adapter switched off
-            ref_logp = frozen_logprobs(policy, batch, temperature, micro, disable_adapter=True)
+            ref_logp = frozen_logprobs(policy, batch, temperature, all_rows, chunk_tokens, disable_adapter=True)
         else:
-            ref_logp = frozen_logprobs(reference, batch, temperature, micro)
+            ref_logp = frozen_logprobs(reference, batch, temperature, all_rows, chunk_tokens)
     model.train()
     generator = torch.Generator().manual_seed(cfg.run.seed + len(batch))
     totals: dict[str, float] = {}
@@ -288,15 +304,16 @@ def update_policy(accelerator, model, reference, optimizer, scheduler, rollout: 
             if cfg.algo.aggregation == "token":  # token means are over the tokens of all processes
                 update_tokens = accelerator.reduce(update_tokens, reduction="sum") / world
             update_tokens = float(update_tokens.clamp(min=1))
-            starts = list(range(0, len(update_index), micro))
-            for mb_start in starts:
-                index = update_index[mb_start:mb_start + micro]
+            groups = micro_batches(update_index.tolist())
+            for number, group in enumerate(groups):
+                index = torch.tensor(group)
                 part = batch.select(index)
                 width = part.loss_mask.shape[1]
                 # gradients are averaged over processes once, on the update's last micro-batch
-                sync = mb_start == starts[-1]
+                sync = number == len(groups) - 1
                 with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                    logp, entropy = policy_logprobs(model, part, temperature, with_entropy=True)
+                    logp, entropy = policy_logprobs(model, part, temperature, with_entropy=True,
+                                                    chunk_tokens=chunk_tokens)
                     old = old_logp[index, :width] if old_logp is not None else logp.detach()
                     ref = ref_logp[index, :width] if ref_logp is not None else None
                     loss, stats = policy_loss(logp, old, advantages[index], part.loss_mask,

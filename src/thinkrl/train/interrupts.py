@@ -79,18 +79,12 @@ class StopSignals:
     def requested(self) -> bool:
         """Whether to stop now. Under a launch every process must call it at the same step: it
         takes the largest signal number any of them received."""
-        mine = self.signum or 0
-        accelerator = self._accelerator
-        if accelerator is not None and accelerator.num_processes > 1:
-            import torch
-            import torch.distributed as dist
+        from thinkrl.train.distributed import max_over_processes
 
-            flag = torch.tensor([mine], device=accelerator.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            if int(flag) and self.signum is None:
-                self.signum = int(flag)
-            return bool(int(flag))
-        return bool(mine)
+        signum = max_over_processes(self._accelerator, self.signum or 0)
+        if signum and self.signum is None:  # another process was signalled
+            self.signum = signum
+        return bool(signum)
 
 
 def interrupted(signum: int, step: int, run_dir: Path, command: str) -> TrainingInterrupted:
