@@ -9,7 +9,7 @@ Scenarios (`--scenarios`):
      questions in ChatML; a random model almost never samples eos, so rows run to the limit;
   c  like b, with the eos logit raised inside the model so eos comes at ~2.5% per token and
      completions run from a few tokens to the limit (the spread is printed).
-Both trainers get 8 prompts x 8 samples, beta=0, float32, no gradient checkpointing,
+Both trainers get 8 prompts x 8 samples, beta=0, float32 (`--gpu`: bf16 on the GPU), no gradient checkpointing,
 micro-batch 16 (TRL: 4 accumulation steps of 16), the same reward. Every run is its own
 process (its peak RSS is the run's), runs alternate (thinkrl, TRL, thinkrl, TRL, ...) so
 the machine's slow stretches hit both, and the first step of every run is warm-up and not
@@ -90,6 +90,8 @@ def build_qwen_model(out: Path, shape: tuple[int, int, int, int], eos_rate: floa
 def _raise_eos(model, eos: int, rate: float) -> None:
     import torch
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
     embed = model.get_input_embeddings().weight
     with torch.no_grad():
         c = float(embed.std()) * 4
@@ -97,13 +99,14 @@ def _raise_eos(model, eos: int, rate: float) -> None:
         for layer in model.model.layers:
             layer.self_attn.o_proj.weight[0].zero_()
             layer.mlp.down_proj.weight[0].zero_()
-        probe = torch.randint(0, embed.shape[0] - 10, (8, 64), generator=torch.Generator().manual_seed(1))
+        probe = torch.randint(0, embed.shape[0] - 10, (8, 64), generator=torch.Generator().manual_seed(1)).to(device)
         lo, hi = 0.0, 50.0 * c
-        for _ in range(30):  # bisect the eos value in dimension 0 for the mean eos probability
+        for _ in range(24):  # bisect the eos value in dimension 0 for the mean eos probability
             mid = (lo + hi) / 2
             embed[eos, 0] = c + mid
             p = torch.softmax(model(input_ids=probe).logits.float(), dim=-1)[..., eos].mean()
             lo, hi = (mid, hi) if p < rate else (lo, mid)
+    model.to("cpu")
 
 
 def gsm8k_questions() -> list[str]:
@@ -152,7 +155,7 @@ class Clock:
 
 
 def run_thinkrl(model_dir: Path, questions: list[str], template: str, steps: int, new_tokens: int,
-                work: Path) -> list[dict]:
+                work: Path, gpu: bool = False) -> list[dict]:
     from thinkrl.rewards import RewardResult, register
     from thinkrl.rollout.transformers_engine import TransformersEngine
     from thinkrl.train import grpo
@@ -190,7 +193,7 @@ def run_thinkrl(model_dir: Path, questions: list[str], template: str, steps: int
     data = work / "prompts.jsonl"
     data.write_text("".join(json.dumps({"question": q, "answer": "0"}) + "\n" for q in questions))
     cfg = GRPOConfig.model_validate({
-        "model": {"name": str(model_dir)},
+        "model": {"name": str(model_dir), "dtype": "bfloat16" if gpu else "float32"},
         "data": {"path": str(data), "template": template, "shuffle": False},
         "rollout": {"prompts_per_step": PROMPTS, "group_size": GENERATIONS, "max_new_tokens": new_tokens,
                     "temperature": 1.0, "batch_size": PROMPTS * GENERATIONS, "reward_workers": 0},
@@ -205,7 +208,7 @@ def run_thinkrl(model_dir: Path, questions: list[str], template: str, steps: int
 
 
 def run_trl(model_dir: Path, questions: list[str], template: str, steps: int, new_tokens: int,
-            work: Path) -> list[dict]:
+            work: Path, gpu: bool = False) -> list[dict]:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig as TRLConfig
@@ -241,7 +244,7 @@ def run_trl(model_dir: Path, questions: list[str], template: str, steps: int, ne
                               "forward_backward": seconds - gen - scoring - opt, "lengths": list(lengths)})
             lengths.clear()
 
-    args = TRLConfig(output_dir=str(work / "trl-run"), use_cpu=True, bf16=False, fp16=False,
+    args = TRLConfig(output_dir=str(work / "trl-run"), use_cpu=not gpu, bf16=gpu, fp16=False,
                      gradient_checkpointing=False, beta=0.0, num_generations=GENERATIONS,
                      per_device_train_batch_size=MICRO, gradient_accumulation_steps=PROMPTS * GENERATIONS // MICRO,
                      max_completion_length=new_tokens, temperature=1.0, learning_rate=3e-4, max_steps=steps,
@@ -264,8 +267,10 @@ def child(args: argparse.Namespace) -> None:
     questions, template = (chain_questions(), "plain") if args.scenario == "a" else (gsm8k_questions(), "chat")
     with tempfile.TemporaryDirectory() as tmp:
         run = run_thinkrl if args.child == "thinkrl" else run_trl
-        steps = run(model_dir, questions, template, args.steps, args.new_tokens, Path(tmp))
+        steps = run(model_dir, questions, template, args.steps, args.new_tokens, Path(tmp), gpu=args.gpu)
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    if args.gpu:  # the memory that matters there is the GPU's
+        peak_gib = torch.cuda.max_memory_allocated() / 2**30
     print("RESULT " + json.dumps({"steps": steps[1:], "peak_gib": peak_gib}))
 
 
@@ -274,7 +279,8 @@ def child(args: argparse.Namespace) -> None:
 
 def run_child(trainer: str, scenario: str, model: Path, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--child", trainer, "--scenario", scenario, "--model", str(model),
-               "--steps", str(args.steps), "--threads", str(args.threads), "--new-tokens", str(args.new_tokens)]
+               "--steps", str(args.steps), "--threads", str(args.threads), "--new-tokens", str(args.new_tokens),
+               *(["--gpu"] if args.gpu else [])]
     proc = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
@@ -302,7 +308,8 @@ def compare(scenario: str, label: str, model: Path, args: argparse.Namespace) ->
         shares = ", ".join(f"{k} {v:.0%}" for k, v in s["shares"].items())
         n = s["lengths"]
         spread = f"lengths min {n[0]} median {n[len(n) // 2]} mean {sum(n) / len(n):.1f} max {n[-1]}" if n else ""
-        print(f"  {name:8s}: {s['step_s']:.2f} s/step, peak RSS {s['peak_gib']:.2f} GiB; {shares}; {spread}")
+        memory = "peak GPU memory" if args.gpu else "peak RSS"
+        print(f"  {name:8s}: {s['step_s']:.2f} s/step, {memory} {s['peak_gib']:.2f} GiB; {shares}; {spread}")
     print(f"  ratio   : steps/s thinkrl/TRL = {b['step_s'] / a['step_s']:.2f}x, "
           f"peak memory thinkrl/TRL = {a['peak_gib'] / b['peak_gib']:.2f}")
 
@@ -317,6 +324,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps per run (the first is warm-up)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--new-tokens", type=int, default=128, help="completion limit (scenario a: 64)")
+    parser.add_argument("--gpu", action="store_true", help="on the GPU, bf16 (peak memory: the GPU's)")
     parser.add_argument("--child", choices=["thinkrl", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--scenario", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)

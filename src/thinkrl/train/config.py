@@ -82,9 +82,9 @@ class OptimConfig(AdamWConfig):
                                            "packed without padding) per forward/backward; a longer sample goes alone")
     logprob_chunk_tokens: int | None = Field(None, ge=0, description="completion tokens per chunk through the LM "
                                              "head when computing log-probs (memory holds one chunk's logits, never "
-                                             "[tokens, vocabulary]); null: ~128 MiB of logits per chunk (221 tokens "
-                                             "at a 151k vocabulary); 0: padded forward with full logits (the "
-                                             "reference path)")
+                                             "[tokens, vocabulary]); null: 32 MiB of logits per chunk on CPU, 256 MiB "
+                                             "on a GPU (55 and 442 tokens at a 151k vocabulary); 0: padded forward "
+                                             "with full logits (the reference path)")
     updates_per_pass: int = Field(1, ge=1, description="optimiser steps per pass over the rollout batch")
 
 

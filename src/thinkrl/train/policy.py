@@ -62,7 +62,7 @@ def policy_logprobs(model, batch: PolicyBatch, temperature: float, with_entropy:
 
     Only the completion positions reach the LM head (`logits_to_keep`), and for the heads of
     known architectures the log-probs and entropies come from hidden states in chunks of
-    `chunk_tokens` (`head_logprobs`; None: ~128 MiB of logits a chunk), so no [tokens,
+    `chunk_tokens` (`head_logprobs`; None: 32 MiB of logits a chunk on CPU), so no [tokens,
     vocabulary] logits tensor is ever whole.
     With flash-attention (varlen) the rows go in as one packed sequence, position ids
     restarting per row: no padding is computed. Other attention kernels would need a dense
