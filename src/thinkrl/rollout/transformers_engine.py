@@ -1,7 +1,9 @@
-"""The default rollout engine: batched `model.generate` from transformers, on CPU or one GPU.
+"""The default rollout engine: batched sampling from a transformers model, on CPU or one GPU.
 
 It wraps the live model object (the GRPO trainer passes the policy it is training), so
-weights are never copied: the next call samples from whatever the model is now.
+weights are never copied: the next call samples from whatever the model is now. Sampling runs
+thinkrl's own decoding loop (rollout/decode.py: finished rows leave the batch, a cheap exact
+sampler) or, for comparison, `model.generate`.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from thinkrl.rollout.base import Completion, SamplingParams
+from thinkrl.rollout.decode import decode
+
+DECODERS = ("thinkrl", "generate")
 
 
 class TransformersEngine:
-    """Sample completions with `model.generate` (KV cache on, left padding).
+    """Sample completions from a causal LM (KV cache on, left padding).
 
     Prompts are already-templated strings, so they are tokenised without special tokens:
     a chat template writes its own markers, and letting the tokenizer add them again would
@@ -26,18 +31,24 @@ class TransformersEngine:
     start with bos gets it, as the model saw in pretraining. Qwen has no bos, so nothing is
     added there.
 
-    `batch_size` counts sequences (prompts x n) per `generate` call; bigger requests are
-    split into chunks. `on_batch(done, total)` is called after each chunk (progress bars).
+    `batch_size` counts sequences (prompts x n) decoded together; bigger requests are split
+    into chunks. `on_batch(done, total)` is called after each chunk (progress bars).
+    `decoder`: "thinkrl" (decode.py; rows that finish stop costing anything) or "generate"
+    (transformers' `model.generate`, every row runs until the chunk's longest ends), kept to
+    compare the two in tests and benchmarks.
     """
 
     def __init__(self, model: Any, tokenizer: Any, batch_size: int = 64,
-                 on_batch: Callable[[int, int], None] | None = None) -> None:
+                 on_batch: Callable[[int, int], None] | None = None, decoder: str = "thinkrl") -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.on_batch = on_batch
+        self.decoder = decoder
         self.eos_ids = _eos_ids(model, tokenizer)
         if not self.eos_ids:
             raise ValueError("neither the model's generation config nor the tokenizer names an eos token")
@@ -51,13 +62,14 @@ class TransformersEngine:
         prompt_ids = [self.encode_prompt(p) for p in prompts]
         # One row per sample, the n samples of a prompt next to each other.
         rows = [(i, ids) for i, ids in enumerate(prompt_ids) for _ in range(params.n)]
-        config = self._generation_config(params)
         stops = tuple(s for s in params.stop if s)
         out: list[Completion] = []
         with _eval_mode(self.model), torch.no_grad(), _seeded(params.seed, self._device()):
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start:start + self.batch_size]
-                out.extend(self._generate_chunk(chunk, config, stops))
+                tokens = (self._decode_chunk(chunk, params, stops) if self.decoder == "thinkrl"
+                          else self._generate_chunk(chunk, self._generation_config(params), stops))
+                out.extend(self._completion(index, ids, new, stops) for (index, ids), new in zip(chunk, tokens))
                 if self.on_batch is not None:
                     self.on_batch(len(out), len(rows))
         return out
@@ -90,8 +102,18 @@ class TransformersEngine:
             pad_token_id=self.pad_id,
         )
 
+    def _decode_chunk(self, chunk: list[tuple[int, list[int]]], params: SamplingParams,
+                      stops: tuple[str, ...]) -> list[list[int]]:
+        """The new tokens of each row: through its eos, up to the stop string, or max_new_tokens."""
+        stop_check = _StopOnStrings(self.tokenizer, stops).finished if stops else None
+        return decode(self.model, [ids for _, ids in chunk], max_new_tokens=params.max_new_tokens,
+                      temperature=params.temperature, top_p=params.top_p, eos_ids=self.eos_ids,
+                      pad_id=self.pad_id, rows_finished=stop_check)
+
     def _generate_chunk(self, chunk: list[tuple[int, list[int]]], config: GenerationConfig,
-                        stops: tuple[str, ...]) -> list[Completion]:
+                        stops: tuple[str, ...]) -> list[list[int]]:
+        """The same with `model.generate`: finished rows are padded to the longest one (the
+        padding after eos or a stop string is cut by `_completion`)."""
         device = self._device()
         width = max(len(ids) for _, ids in chunk)
         input_ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
@@ -105,9 +127,7 @@ class TransformersEngine:
             input_ids=input_ids.to(device), attention_mask=attention.to(device),
             generation_config=config, stopping_criteria=criteria,
         )
-        new_tokens = sequences[:, width:].tolist()
-        return [self._completion(index, ids, tokens, stops)
-                for (index, ids), tokens in zip(chunk, new_tokens)]
+        return sequences[:, width:].tolist()
 
     def _completion(self, prompt_index: int, prompt_ids: list[int], tokens: list[int],
                     stops: tuple[str, ...]) -> Completion:
@@ -152,7 +172,7 @@ class _StopOnStrings(StoppingCriteria):
     """Ends a row as soon as the tail of its completion holds a stop string (saves the
     remaining steps; the authoritative cut is made on the full text afterwards)."""
 
-    def __init__(self, tokenizer: Any, stops: tuple[str, ...], prompt_width: int) -> None:
+    def __init__(self, tokenizer: Any, stops: tuple[str, ...], prompt_width: int = 0) -> None:
         self.tokenizer = tokenizer
         self.stops = stops
         self.prompt_width = prompt_width
@@ -161,9 +181,12 @@ class _StopOnStrings(StoppingCriteria):
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
         tails = input_ids[:, max(self.prompt_width, input_ids.shape[1] - self.window):].tolist()
-        texts = self.tokenizer.batch_decode(tails, skip_special_tokens=False)
-        done = [_first_stop(t, self.stops) is not None for t in texts]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+        return torch.tensor(self.finished(tails), dtype=torch.bool, device=input_ids.device)
+
+    def finished(self, completions: list[list[int]]) -> list[bool]:
+        """For each row's new tokens: does the text of their tail hold a stop string?"""
+        texts = self.tokenizer.batch_decode([ids[-self.window:] for ids in completions], skip_special_tokens=False)
+        return [_first_stop(t, self.stops) is not None for t in texts]
 
 
 def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:

@@ -1,0 +1,212 @@
+"""Sampling without `model.generate`: a KV-cache decoding loop that drops finished rows, and
+an exact sampler that never sorts or multinomial-samples the full vocabulary.
+
+Why: with a 151k-token vocabulary and completions of varied length, `generate` runs every row
+until the longest one ends (most row-steps are padding after eos), and `torch.multinomial`
+over 151k probabilities costs more than the LM head. Here each step costs only the rows
+still running, and a draw costs one uniform per row on top of the softmax.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+# The sampler sums the probabilities in blocks of this many tokens, picks a block, then a
+# token inside it: two short cumulative sums instead of one over the whole vocabulary.
+BLOCK = 1024
+# Nucleus candidates per round: top-k with a growing k until the kept mass reaches top_p.
+NUCLEUS_ROUNDS = (64, 1024, 16384)
+
+RowsFinished = Callable[[list[list[int]]], list[bool]]
+
+
+def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float = 1.0,
+                  overwrite: bool = False) -> torch.Tensor:
+    """One token id per row of `logits` [rows, vocab]: greedy (first argmax) at temperature 0,
+    else an exact draw from softmax(logits / temperature), restricted to the nucleus when
+    top_p < 1. Uniforms come from the default generator of the logits' device, so a seeded
+    caller (the engine's `_seeded`) gets reproducible draws. `overwrite=True` lets float32
+    logits serve as scratch space (on CPU a fresh 64 x 151k buffer costs as much as the math)."""
+    scores = logits.float()
+    if temperature == 0:
+        return scores.argmax(dim=-1)
+    if not (overwrite and scores is logits):
+        scores = scores.clone()
+    if temperature != 1:
+        scores.div_(temperature)
+    if top_p >= 1:
+        return _sample_full(scores)
+    return _sample_nucleus(scores, top_p)
+
+
+def nucleus_mask(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Which tokens [rows, vocab] top-p keeps for these (temperature-scaled) logits: the set
+    the sampler draws from, found the same way."""
+    weights = _unnormalised_softmax(logits.float().clone())
+    mask = torch.zeros(weights.shape, dtype=torch.bool, device=weights.device)
+    for rows, ids, _, kept in _nucleus_rounds(weights, top_p):
+        taken = torch.arange(ids.shape[1], device=ids.device) < kept[:, None]
+        mask[rows[:, None].expand_as(ids)[taken], ids[taken]] = True
+    return mask
+
+
+def _unnormalised_softmax(scores: torch.Tensor) -> torch.Tensor:
+    """exp(scores - max), in place: dividing by the sum is left to whoever needs it."""
+    return scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
+
+
+def _sample_full(scores: torch.Tensor) -> torch.Tensor:
+    """Inverse CDF over the whole vocabulary, in two levels: one uniform picks a block by the
+    blocks' masses, its remainder picks a token inside the block. Float64 for the small
+    cumulative sums, so a token's chance is exact up to the float32 rounding of its own
+    probability (a single float32 cumsum over 151k values would blur the tail)."""
+    rows, vocab = scores.shape
+    weights = _unnormalised_softmax(scores)
+    full = vocab // BLOCK * BLOCK
+    masses = [weights[:, :full].reshape(rows, -1, BLOCK).sum(dim=-1)] if full else []
+    if full < vocab:
+        masses.append(weights[:, full:].sum(dim=-1, keepdim=True))
+    block_mass = torch.cat(masses, dim=-1).double()
+    block_cdf = block_mass.cumsum(dim=-1)
+    u = torch.rand(rows, dtype=torch.float64, device=scores.device) * block_cdf[:, -1]
+    block = _invert(block_cdf, u, block_cdf[:, -1])
+    # The uniform's remainder inside the chosen block, rescaled: still uniform there.
+    below = (block_cdf.gather(1, block[:, None]) - block_mass.gather(1, block[:, None])).squeeze(1)
+    inside = ((u - below) / block_mass.gather(1, block[:, None]).squeeze(1)).clamp(min=0.0, max=1.0)
+    offsets = block[:, None] * BLOCK + torch.arange(BLOCK, device=scores.device)
+    in_vocab = offsets < vocab
+    block_weights = weights.gather(1, offsets.clamp(max=vocab - 1)).masked_fill(~in_vocab, 0.0)
+    inner_cdf = block_weights.double().cumsum(dim=-1)
+    return block * BLOCK + _invert(inner_cdf, inside * inner_cdf[:, -1], inner_cdf[:, -1])
+
+
+def _sample_nucleus(scores: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Top-p: inverse CDF within the nucleus (one uniform per row)."""
+    out = torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)
+    for rows, ids, cum, kept in _nucleus_rounds(_unnormalised_softmax(scores), top_p):
+        mass = cum.gather(1, (kept - 1)[:, None]).squeeze(1)
+        u = torch.rand(len(rows), dtype=torch.float64, device=scores.device) * mass
+        # Positions past the nucleus have cum >= mass > u: the search never reaches them.
+        out[rows] = ids.gather(1, _invert(cum, u, mass)[:, None]).squeeze(1)
+    return out
+
+
+def _nucleus_rounds(weights: torch.Tensor, top_p: float) -> Iterator[tuple[torch.Tensor, ...]]:
+    """The nucleus of every row, found among its top-k weights with a growing k, so a small
+    nucleus never pays for sorting the vocabulary (a row whose nucleus outgrows the last
+    round is sorted whole). Yields, per round, (rows, ids, cum, kept) for the rows settled
+    in it: their top-k token ids in descending order, the cumulative weights (float64) and
+    how many the nucleus keeps.
+
+    The rule is transformers' TopPLogitsWarper: a token is kept when the tokens more probable
+    than it hold less than top_p of the mass (the smallest set whose mass reaches top_p;
+    at least one token). Tokens of equal probability on the edge are split in topk's order,
+    as the warper splits them in its sort's order."""
+    vocab = weights.shape[1]
+    need = top_p * weights.sum(dim=-1, dtype=torch.float64)
+    pending = torch.arange(weights.shape[0], device=weights.device)
+    k = min(NUCLEUS_ROUNDS[0], vocab)
+    while len(pending):
+        values, ids = weights[pending].topk(k, dim=-1, sorted=True)
+        values = values.double()
+        cum = values.cumsum(dim=-1)
+        settled = cum[:, -1] >= need[pending] if k < vocab else torch.ones_like(cum[:, -1], dtype=torch.bool)
+        if settled.any():
+            where = settled.nonzero().squeeze(1)
+            kept = ((cum[where] - values[where]) < need[pending[where], None]).sum(dim=-1).clamp(min=1)
+            yield pending[where], ids[where], cum[where], kept
+        # Each token past the k-th weighs at most the k-th: a lower bound on the nucleus size
+        # picks the next round (skipping rounds that cannot hold it).
+        short = ~settled
+        if short.any():
+            missing = (need[pending[short]] - cum[short, -1]) / values[short, -1]
+            at_least = k + int(missing.max().ceil())
+            k = next((r for r in NUCLEUS_ROUNDS if r > k and r >= at_least and r < vocab), vocab)
+        pending = pending[short]
+
+
+def _invert(cdf: torch.Tensor, u: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """The first index whose cumulative mass exceeds u (so zero-mass entries are never
+    picked). u is kept strictly below `total`, the mass drawn from (rand() * total can round
+    up to it), so the index lands where cdf < total still holds for its predecessor."""
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, u[:, None], right=True).squeeze(1).clamp(max=cdf.shape[1] - 1)
+
+
+def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float,
+           top_p: float = 1.0, eos_ids: Sequence[int], pad_id: int,
+           rows_finished: RowsFinished | None = None) -> list[list[int]]:
+    """Sample up to `max_new_tokens` after each prompt (token ids, left-padded into one batch)
+    and return the new tokens of every row: through its eos (kept), up to the step where
+    `rows_finished` (given the new tokens of the rows still running) says it is done, or
+    `max_new_tokens` long.
+
+    The prompts are prefilled once, with the LM head on the last position only; then one
+    token per step for the rows still running. A row that ends leaves the batch: the KV cache,
+    attention mask and positions are index-selected, so later steps cost only the live rows.
+    Positions follow `generate`: cumsum(attention_mask) - 1, so left padding changes nothing.
+    """
+    device = next(model.parameters()).device
+    width = max(len(ids) for ids in prompts)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, ids in enumerate(prompts):
+        if ids:
+            input_ids[row, width - len(ids):] = torch.tensor(list(ids), dtype=torch.long)
+            mask[row, width - len(ids):] = 1
+    input_ids, mask = input_ids.to(device), mask.to(device)
+    positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
+    # As in generate: no padding, no mask (the attention takes its plain causal path).
+    attention = mask if not bool(mask.all()) else None
+    cache = _new_cache(model)
+    cache_arg = _cache_argument(model)
+    logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True,
+                   logits_to_keep=1, **{cache_arg: cache}).logits[:, -1]
+    next_position = positions[:, -1] + 1
+    eos = set(eos_ids)
+    live = list(range(len(prompts)))  # the original row of each batch row
+    new_tokens: list[list[int]] = [[] for _ in prompts]
+    for step in range(max_new_tokens):
+        chosen = sample_tokens(logits, temperature, top_p, overwrite=True)
+        for row, token in zip(live, chosen.tolist()):
+            new_tokens[row].append(token)
+        if step == max_new_tokens - 1:
+            break
+        done = [new_tokens[row][-1] in eos for row in live]
+        if rows_finished is not None:
+            running = [i for i, d in enumerate(done) if not d]
+            for i, stop in zip(running, rows_finished([new_tokens[live[i]] for i in running])):
+                done[i] = stop
+        if all(done):
+            break
+        if any(done):
+            keep = torch.tensor([i for i, d in enumerate(done) if not d], device=device)
+            cache.batch_select_indices(keep)  # every layer's keys and values
+            chosen, next_position = chosen[keep], next_position[keep]
+            attention = attention[keep] if attention is not None else None
+            live = [row for row, d in zip(live, done) if not d]
+        if attention is not None:
+            attention = torch.cat([attention, attention.new_ones((len(live), 1))], dim=-1)
+        logits = model(input_ids=chosen[:, None], attention_mask=attention, position_ids=next_position[:, None],
+                       use_cache=True, **{cache_arg: cache}).logits[:, -1]
+        next_position = next_position + 1
+    return new_tokens
+
+
+def _new_cache(model: Any) -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+def _cache_argument(model: Any) -> str:
+    """The forward argument that takes the cache: `cache` since transformers 5.x renamed
+    `past_key_values` (still accepted, with a deprecation warning)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
