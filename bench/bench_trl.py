@@ -109,8 +109,8 @@ def _raise_eos(model, eos: int, rate: float) -> None:
     model.to("cpu")
 
 
-def gsm8k_questions() -> list[str]:
-    lines = (SHARED / "data" / "gsm8k" / "test.jsonl").read_text().splitlines()[:PROMPTS]
+def gsm8k_questions(count: int = PROMPTS) -> list[str]:
+    lines = (SHARED / "data" / "gsm8k" / "test.jsonl").read_text().splitlines()[:count]
     return [json.loads(line)["question"] for line in lines]
 
 

@@ -25,8 +25,9 @@ def test_demo_learns_to_think_and_the_control_does_not(tmp_path):
     assert (tmp_path / "demo" / "train" / "samples.jsonl").is_file()
     assert json.loads((tmp_path / "demo" / "summary.json").read_text())["after"]["pass_at_1"] == after["pass_at_1"]
 
+    # into the same folder, as a second `make demo` would: the demo replaces its last run
     control = run_demo(DemoConfig(**common, control="shuffle",
-                                  run={"seed": 0, "steps": 30, "output_dir": str(tmp_path / "control")}))
+                                  run={"seed": 0, "steps": 30, "output_dir": str(tmp_path / "demo")}))
     assert control["after"]["pass_at_1"] < before["pass_at_1"] + 0.1
 
 

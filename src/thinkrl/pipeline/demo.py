@@ -81,9 +81,10 @@ def grpo_config(cfg: DemoConfig) -> GRPOConfig:
         algo=AlgoConfig(beta=cfg.beta, control=cfg.control),
         optim=OptimConfig(lr=cfg.lr, micro_batch_size=64),
         rewards=r1_zero_spec(cfg.format_weight),
+        # the demo owns its folder: `make demo` again replaces its last run (run folders refuse that otherwise)
         run=RunConfig(output_dir=str(Path(run.output_dir) / "train"), steps=run.steps, seed=run.seed,
                       save_every=max(run.steps // 3, 1), sample_every=max(run.steps // 6, 1),
-                      torch_threads=run.torch_threads),
+                      torch_threads=run.torch_threads, overwrite=True),
     )
 
 
