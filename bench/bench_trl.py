@@ -9,7 +9,9 @@ Scenarios (`--scenarios`):
      questions in ChatML; a random model almost never samples eos, so rows run to the limit;
   c  like b, with the eos logit raised inside the model so eos comes at ~2.5% per token and
      completions run from a few tokens to the limit (the spread is printed).
-Both trainers get 8 prompts x 8 samples, beta=0, float32 (`--gpu`: bf16 on the GPU), no gradient checkpointing,
+Both trainers get 8 prompts x 8 samples, beta=0, the same loss (token-level, TRL's "dapo"),
+AdamW at a constant 3e-4 (so the policy, and with it the completion lengths, drift alike),
+float32 (`--gpu`: bf16 on the GPU), no gradient checkpointing,
 micro-batch 16 (TRL: 4 accumulation steps of 16), the same reward. Every run is its own
 process (its peak RSS is the run's), runs alternate (thinkrl, TRL, thinkrl, TRL, ...) so
 the machine's slow stretches hit both, and the first step of every run is warm-up and not
@@ -197,7 +199,7 @@ def run_thinkrl(model_dir: Path, questions: list[str], template: str, steps: int
         "data": {"path": str(data), "template": template, "shuffle": False},
         "rollout": {"prompts_per_step": PROMPTS, "group_size": GENERATIONS, "max_new_tokens": new_tokens,
                     "temperature": 1.0, "batch_size": PROMPTS * GENERATIONS, "reward_workers": 0},
-        "algo": {"beta": 0.0},
+        "algo": {"beta": 0.0, "aggregation": "token"},  # TRL's default loss_type "dapo"
         "optim": {"micro_batch_size": MICRO},
         "rewards": [{"name": "bench_digit_share"}],
         "run": {"output_dir": str(work / "thinkrl-run"), "steps": steps, "save_every": 0, "plot": False,
@@ -247,7 +249,7 @@ def run_trl(model_dir: Path, questions: list[str], template: str, steps: int, ne
     args = TRLConfig(output_dir=str(work / "trl-run"), use_cpu=not gpu, bf16=gpu, fp16=False,
                      gradient_checkpointing=False, beta=0.0, num_generations=GENERATIONS,
                      per_device_train_batch_size=MICRO, gradient_accumulation_steps=PROMPTS * GENERATIONS // MICRO,
-                     max_completion_length=new_tokens, temperature=1.0, learning_rate=3e-4, max_steps=steps,
+                     max_completion_length=new_tokens, temperature=1.0, learning_rate=3e-4, lr_scheduler_type="constant", max_steps=steps,
                      logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, seed=0)
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args,
                           train_dataset=Dataset.from_list([{"prompt": p} for p in rendered(questions, template, model_dir)]),

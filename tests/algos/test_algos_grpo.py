@@ -196,7 +196,7 @@ def test_aggregations_by_hand(aggregation, expected):
 
 def test_dr_grpo_without_a_length_constant_is_an_error():
     logp, mask, adv = _two_rows()
-    with pytest.raises(ValueError, match="max_len_norm"):
+    with pytest.raises(ValueError, match="needs max_len"):
         policy_loss(logp, logp.detach(), adv, mask, aggregation="dr_grpo")
 
 

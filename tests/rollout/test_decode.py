@@ -5,15 +5,17 @@ match the distribution they claim (with bounds a fixed seed cannot flake on)."""
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import pytest
 import torch
+from transformers.cache_utils import DynamicLayer
 from transformers.generation.logits_process import TopPLogitsWarper
 
 from thinkrl.models import load_model, load_tokenizer
 from thinkrl.rollout.base import SamplingParams
-from thinkrl.rollout.decode import BLOCK, nucleus_mask, sample_tokens
+from thinkrl.rollout.decode import BLOCK, ReservedLayer, compacted_order, nucleus_mask, sample_tokens
 from thinkrl.rollout.transformers_engine import TransformersEngine
 
 PROMPTS = ["12+3=", "User: what is 7*8? Assistant:", "a", "Hello there, how many apples are left over?"]
@@ -94,6 +96,78 @@ def test_finished_rows_leave_the_batch(tiny):
     # A row takes part in one step per token after its first: no step runs a finished row.
     assert sum(steps) == sum(len(c.completion_ids) - 1 for c in outs)
     assert len(steps) == max(len(c.completion_ids) for c in outs) - 1
+
+
+def test_greedy_ids_equal_generate_with_sliding_window_layers(tmp_path):
+    """A model mixing full-attention layers (reserved buffers) with sliding-window ones
+    (transformers' own cache layers, compacted by index): the same ids as generate."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from thinkrl.tiny.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True, sliding_window=6,
+                         max_window_layers=1, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    Qwen2ForCausalLM(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model = load_model(str(tmp_path))
+    assert set(model.config.layer_types) == {"full_attention", "sliding_attention"}
+    new, old = both(with_early_eos(model, tokenizer), tokenizer, PROMPTS, greedy())
+    assert_same(new, old)
+
+
+def test_compacted_order_keeps_every_live_row_and_moves_only_those_past_the_end():
+    for done in itertools.product([False, True], repeat=7):
+        order = compacted_order(done)
+        live = [i for i, d in enumerate(done) if not d]
+        assert sorted(order) == live
+        assert all(order[j] == j for j in range(len(order)) if not done[j])
+
+
+def test_reserved_layer_holds_what_a_dynamic_layer_holds():
+    """The same appends, row selections (compaction by order and by index), repeats and
+    crops on a ReservedLayer and on transformers' DynamicLayer give the same keys and values,
+    including past the reserved capacity."""
+    torch.manual_seed(0)
+    ours, theirs = ReservedLayer(capacity=5), DynamicLayer()
+
+    def append(rows: int, tokens: int) -> None:
+        k, v = torch.randn(rows, 2, tokens, 3), torch.randn(rows, 2, tokens, 3)
+        got, want = ours.update(k, v), theirs.update(k, v)
+        for a, b in zip(got, want):
+            assert torch.equal(a, b)
+
+    def check() -> None:
+        assert ours.get_seq_length() == theirs.get_seq_length()
+        assert torch.equal(ours.keys, theirs.keys) and torch.equal(ours.values, theirs.values)
+
+    append(6, 3)
+    append(6, 1)
+    order = compacted_order([False, True, False, True, False, False])
+    ours.keep_rows(order)
+    theirs.batch_select_indices(torch.tensor(order))
+    check()
+    append(4, 1)
+    append(4, 2)  # 7 positions: past the capacity of 5
+    check()
+    indices = torch.tensor([3, 0])
+    ours.batch_select_indices(indices)
+    theirs.batch_select_indices(indices)
+    check()
+    ours.batch_repeat_interleave(2)
+    theirs.batch_repeat_interleave(2)
+    append(4, 1)
+    check()
+    ours.crop(-3)
+    theirs.crop(-3)
+    check()
+    append(4, 1)
+    check()
+    with pytest.raises(IndexError):
+        ours.keep_rows([0, 9])
 
 
 def test_lora_adapter_is_active_in_the_decoding_loop(tiny):

@@ -1,11 +1,10 @@
-"""The math of RL for reasoning, as pure functions of tensors: advantages, losses, KL, pass@k."""
+"""The math of RL for reasoning, as pure functions of tensors: advantages, losses, KL, pass@k.
+Estimators, losses and aggregations are registered by name (algos/registry.py)."""
 
-from thinkrl.algos.grpo import (
-    entropy_from_logits,
-    group_advantages,
-    kl_k3,
-    policy_loss,
-    token_logprobs,
-)
+from thinkrl.algos.advantages import ADVANTAGES, group_advantages
+from thinkrl.algos.aggregation import AGGREGATIONS
+from thinkrl.algos.grpo import entropy_from_logits, kl_k3, policy_loss, token_logprobs
+from thinkrl.algos.losses import LOSSES
 
-__all__ = ["entropy_from_logits", "group_advantages", "kl_k3", "policy_loss", "token_logprobs"]
+__all__ = ["ADVANTAGES", "AGGREGATIONS", "LOSSES", "entropy_from_logits", "group_advantages", "kl_k3",
+           "policy_loss", "token_logprobs"]

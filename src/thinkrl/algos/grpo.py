@@ -1,5 +1,6 @@
-"""The GRPO math: group-relative advantages, the clipped objective with its variants, the
-k3 KL estimator, and token log-probs from logits.
+"""The GRPO objective put together (a registered loss, KL, entropy terms, a registered
+aggregation), the k3 KL estimator, and token log-probs and entropies from logits. The
+advantage estimators are in algos/advantages.py, the losses in algos/losses.py.
 
 Pure functions of tensors, in the manner of verl's `core_algos`: no model, no config, no
 I/O, so every number can be checked by hand (tests/algos/test_algos_grpo.py does).
@@ -9,61 +10,8 @@ positions, V vocabulary entries.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
-
-AdvantageScale = Literal["std", "none"]
-AdvantageLevel = Literal["group", "batch"]
-Aggregation = Literal["sequence", "token", "dr_grpo"]
-
-
-def group_advantages(
-    rewards: Tensor,
-    group_size: int,
-    scale: AdvantageScale = "std",
-    level: AdvantageLevel = "group",
-    eps: float = 1e-4,
-) -> Tensor:
-    """Advantage of each completion relative to the other completions of its prompt: GRPO
-    needs no value model because the group's mean reward is the baseline.
-
-    `scale="std"` divides by `std + eps` (GRPO); `scale="none"` only subtracts the mean
-    (Dr. GRPO: std scaling over-weights groups that nearly all agree). `level="batch"` keeps
-    the per-group mean but divides by the std of all rewards in the batch (TRL's
-    `scale_rewards="batch"`, "Tricks or Traps" 2025), which is steadier than a small group's.
-
-    The std is Bessel-corrected (divides by n-1), as `torch.std` in TRL and verl computes it,
-    so our advantages match theirs number for number ([1, 0] -> +-0.707, not +-1). The
-    choice only rescales every advantage by the constant sqrt(n/(n-1)); the clip acts on
-    the ratio, not on A, so it amounts to a learning-rate factor.
-
-    A group whose rewards all agree carries no signal and gets exactly 0.
-    """
-    if rewards.dim() != 1:
-        raise ValueError(f"rewards must be 1-D [B], got shape {tuple(rewards.shape)}")
-    if group_size < 1 or rewards.numel() % group_size:
-        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
-    if scale not in ("std", "none"):
-        raise ValueError(f"scale must be 'std' or 'none', got {scale!r}")
-    if level not in ("group", "batch"):
-        raise ValueError(f"level must be 'group' or 'batch', got {level!r}")
-    dtype = rewards.dtype if rewards.is_floating_point() else torch.float32
-    groups = rewards.to(dtype).view(-1, group_size)
-    advantages = groups - groups.mean(dim=1, keepdim=True)
-    if scale == "std":
-        if level == "group":
-            if group_size < 2:
-                raise ValueError("std scaling per group needs group_size >= 2")
-            std = groups.std(dim=1, keepdim=True)
-        else:
-            std = groups.flatten().std() if groups.numel() > 1 else groups.new_zeros(())
-        advantages = advantages / (std + eps)
-    # Exactly 0, not mean-rounding noise divided by eps.
-    flat = groups.amax(dim=1) == groups.amin(dim=1)
-    advantages = advantages.masked_fill(flat.unsqueeze(1), 0.0)
-    return advantages.reshape(-1)
 
 
 def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
@@ -78,52 +26,57 @@ def policy_loss(
     old_logp: Tensor,
     advantages: Tensor,
     mask: Tensor,
-    eps_low: float = 0.2,
-    eps_high: float = 0.2,
+    eps_low: float | None = None,
+    eps_high: float | None = None,
     ref_logp: Tensor | None = None,
     beta: float = 0.0,
-    aggregation: Aggregation = "sequence",
+    aggregation: str = "sequence",
     max_len_norm: int | None = None,
+    *,
+    loss: str = "ppo_clip",
+    loss_options: dict | None = None,
+    entropy: Tensor | None = None,
+    entropy_coef: float = 0.0,
+    top_entropy: float = 1.0,
 ) -> tuple[Tensor, dict[str, float]]:
-    """The clipped surrogate loss to minimise, and what it did.
+    """The loss to minimise and what it did: a registered policy loss per token
+    (algos/losses.py, default PPO-clip), plus beta * k3 KL to the reference, minus an entropy
+    bonus, kept on the top-entropy tokens only if asked, then a registered aggregation.
 
     logp, old_logp, ref_logp: [B, T] log-probs of the sampled tokens under the policy being
     trained, the policy that sampled them, and the frozen reference. advantages: [B], one per
     completion. mask: [B, T], 1 on completion tokens, 0 on prompt and padding.
+    `eps_low`/`eps_high` (None: the loss's own default) are the loss's options of those names.
+    `entropy` [B, T]: the policy's entropy per token; with `entropy_coef` > 0 it must carry
+    its gradient, the bonus is `- entropy_coef * H`. `top_entropy` = rho < 1 trains only on the
+    rho share of completion tokens with the highest entropy (the "forking" tokens, Wang et
+    al. 2025, "the 80/20 rule"), the normaliser unchanged as in their objective; the share
+    is taken over this call's tokens.
 
-    Per token: -min(rho A, clip(rho, 1-eps_low, 1+eps_high) A) + beta * k3, rho = exp(logp -
-    old_logp). eps_high > eps_low is DAPO's clip-higher. Aggregation over tokens:
-      "sequence": mean over each completion's tokens, then over completions (GRPO);
-      "token":    sum over all tokens / number of tokens (DAPO: long answers weigh more);
-      "dr_grpo":  sum over all tokens / (B * max_len_norm), a constant (Dr. GRPO: no length bias).
-
-    Stats (over completion tokens only): clip_fraction_low (A < 0, rho < 1-eps_low),
-    clip_fraction_high (A > 0, rho > 1+eps_high), clip_fraction (either), ratio_mean, and kl
-    when ref_logp is given.
+    Stats (over completion tokens): clip_fraction_low (A < 0, rho < 1-eps_low),
+    clip_fraction_high (A > 0, rho > 1+eps_high), clip_fraction (either), ratio_mean, the
+    loss's own shares (e.g. clip_fraction_dual), kl when ref_logp is given, and
+    top_entropy_threshold when tokens were selected.
     """
-    if logp.shape != old_logp.shape or logp.shape != mask.shape:
-        raise ValueError(f"logp {tuple(logp.shape)}, old_logp {tuple(old_logp.shape)} and mask "
-                         f"{tuple(mask.shape)} must have the same [B, T] shape")
-    if advantages.shape != logp.shape[:1]:
-        raise ValueError(f"advantages must be [B]={logp.shape[0]}, got shape {tuple(advantages.shape)}")
+    from thinkrl.algos.aggregation import AGGREGATIONS
+    from thinkrl.algos.losses import LOSSES
+
     if beta > 0 and ref_logp is None:
         raise ValueError("beta > 0 needs ref_logp (the reference model's log-probs)")
-    if aggregation == "dr_grpo" and not max_len_norm:
-        raise ValueError("aggregation 'dr_grpo' needs max_len_norm (the constant length, e.g. max_new_tokens)")
-    if aggregation not in ("sequence", "token", "dr_grpo"):
-        raise ValueError(f"aggregation must be 'sequence', 'token' or 'dr_grpo', got {aggregation!r}")
+    if not 0 < top_entropy <= 1:
+        raise ValueError(f"top_entropy must be in (0, 1], got {top_entropy}")
+    if (entropy_coef > 0 or top_entropy < 1) and (entropy is None or entropy.shape != logp.shape):
+        raise ValueError("an entropy bonus or top-entropy selection needs entropy [B, T] like logp")
+    AGGREGATIONS.get(aggregation)
+    options = dict(loss_options or {})
+    for name, value in (("eps_low", eps_low), ("eps_high", eps_high)):
+        if value is not None:
+            options.setdefault(name, value)
+    terms = LOSSES.call(loss, options, logp=logp, old_logp=old_logp, advantages=advantages, mask=mask)
 
     keep = mask > 0
     weights = keep.to(logp.dtype)
-    # `where`, not multiply: prompt/padding positions may hold anything (inf, nan), and
-    # exp(garbage) * 0 would still be nan. Zeroed log-ratios keep them out of values and grads.
-    log_ratio = torch.where(keep, logp - old_logp.to(logp.dtype), torch.zeros_like(logp))
-    ratio = torch.exp(log_ratio)
-    adv = advantages.to(logp.dtype).unsqueeze(1)
-    unclipped = ratio * adv
-    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * adv
-    per_token = -torch.minimum(unclipped, clipped)
-
+    per_token = terms.loss
     kl = None
     if ref_logp is not None:
         if ref_logp.shape != logp.shape:
@@ -132,28 +85,41 @@ def policy_loss(
         kl = kl_k3(torch.where(keep, logp, zero), torch.where(keep, ref_logp, zero))  # 0 off the mask
         if beta > 0:
             per_token = per_token + beta * kl
-
-    per_token = per_token * weights
-    if aggregation == "sequence":
-        loss = (per_token.sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)).mean()
-    elif aggregation == "token":
-        loss = per_token.sum() / weights.sum().clamp(min=1.0)
-    else:
-        loss = per_token.sum() / (logp.shape[0] * max_len_norm)
+    if entropy_coef > 0:
+        per_token = per_token - entropy_coef * torch.where(keep, entropy, torch.zeros_like(entropy))
+    selected = keep
+    threshold = None
+    if top_entropy < 1:
+        threshold = top_entropy_threshold(entropy.detach(), keep, top_entropy)
+        selected = keep & (entropy.detach() >= threshold)
+    per_token = torch.where(selected, per_token, torch.zeros_like(per_token))
+    total = AGGREGATIONS.call(aggregation, per_token=per_token, weights=weights, max_len=max_len_norm)
 
     with torch.no_grad():
         tokens = weights.sum().clamp(min=1.0)
-        low = (ratio < 1.0 - eps_low) & (adv < 0) & keep
-        high = (ratio > 1.0 + eps_high) & (adv > 0) & keep
+        low, high = terms.clipped_low & keep, terms.clipped_high & keep
         stats = {
             "clip_fraction_low": float(low.sum() / tokens),
             "clip_fraction_high": float(high.sum() / tokens),
             "clip_fraction": float((low | high).sum() / tokens),
-            "ratio_mean": float((ratio * weights).sum() / tokens),
+            "ratio_mean": float((terms.ratio * weights).sum() / tokens),
         }
+        for name, share in terms.extra.items():
+            stats[name] = float((share & keep).sum() / tokens)
         if kl is not None:
             stats["kl"] = float((kl * weights).sum() / tokens)
-    return loss, stats
+        if threshold is not None:
+            stats["top_entropy_threshold"] = float(threshold)
+    return total, stats
+
+
+def top_entropy_threshold(entropy: Tensor, keep: Tensor, share: float) -> Tensor:
+    """The entropy at or above which `share` of the kept tokens lie (at least one token)."""
+    values = entropy[keep]
+    if values.numel() == 0:
+        return entropy.new_tensor(float("inf"))
+    count = max(1, round(share * values.numel()))
+    return values.topk(count).values[-1]
 
 
 def token_logprobs(logits: Tensor, labels: Tensor, temperature: float = 1.0) -> Tensor:

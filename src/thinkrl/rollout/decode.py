@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 # The sampler sums the probabilities in blocks of this many tokens, picks a block, then a
 # token inside it: two short cumulative sums instead of one over the whole vocabulary.
@@ -162,7 +164,7 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
     positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
     # As in generate: no padding, no mask (the attention takes its plain causal path).
     attention = mask if not bool(mask.all()) else None
-    cache = _new_cache(model)
+    cache = _new_cache(model, capacity=width + max_new_tokens)
     cache_arg = _cache_argument(model)
     logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True,
                    logits_to_keep=1, **{cache_arg: cache}).logits[:, -1]
@@ -184,11 +186,12 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
         if all(done):
             break
         if any(done):
-            keep = torch.tensor([i for i, d in enumerate(done) if not d], device=device)
-            cache.batch_select_indices(keep)  # every layer's keys and values
+            order = compacted_order(done)
+            _keep_rows(cache, order)  # every layer's keys and values
+            keep = torch.tensor(order, device=device)
             chosen, next_position = chosen[keep], next_position[keep]
             attention = attention[keep] if attention is not None else None
-            live = [row for row, d in zip(live, done) if not d]
+            live = [live[i] for i in order]
         if attention is not None:
             attention = torch.cat([attention, attention.new_ones((len(live), 1))], dim=-1)
         logits = model(input_ids=chosen[:, None], attention_mask=attention, position_ids=next_position[:, None],
@@ -197,10 +200,122 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
     return new_tokens
 
 
-def _new_cache(model: Any) -> Any:
-    from transformers import DynamicCache
+def compacted_order(done: Sequence[bool]) -> list[int]:
+    """The rows to keep when the `done` ones leave, in the order that moves fewest: the live
+    rows past the new end fill the finished rows' slots, every other row stays where it is
+    (so a reserved cache copies only the moved rows, not the whole batch)."""
+    kept = len(done) - sum(done)
+    movers = iter(i for i in range(kept, len(done)) if not done[i])
+    return [next(movers) if done[i] else i for i in range(kept)]
 
-    return DynamicCache(config=model.config)
+
+def _keep_rows(cache: Any, order: list[int]) -> None:
+    """Keep the batch rows `order` (new row j = old row order[j]) in every layer's cache."""
+    indices = None
+    for layer in cache.layers:
+        if isinstance(layer, ReservedLayer):
+            layer.keep_rows(order)
+        else:
+            indices = torch.tensor(order, device=layer.keys.device) if indices is None else indices
+            layer.batch_select_indices(indices)
+
+
+def _new_cache(model: Any, capacity: int) -> Any:
+    """The model's own DynamicCache, with every plain full-attention layer swapped for one
+    that writes into a buffer reserved for the whole decode (sliding-window and other layer
+    kinds are kept as transformers builds them)."""
+    cache = DynamicCache(config=model.config)
+    cache.layers = [ReservedLayer(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
+
+
+class ReservedLayer(DynamicLayer):
+    """A cache layer whose keys and values live in a buffer of `capacity` positions
+    reserved at the prefill: a decode step writes one position in place, where
+    DynamicLayer concatenates the whole cache again (a copy that grows with the length
+    and was three quarters of a small model's decode time). `keys`/`values` are views
+    of the filled part, which is what attention reads."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity, self.length, self.rows = capacity, 0, 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.device = key_states.device
+        rows = key_states.shape[0]
+        self.key_buffer = key_states.new_empty((rows, key_states.shape[1], self.capacity, key_states.shape[-1]))
+        self.value_buffer = value_states.new_empty((rows, value_states.shape[1], self.capacity,
+                                                    value_states.shape[-1]))
+        self.rows = rows
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if end > self.capacity:  # more tokens than reserved (not in decode's use): grow
+            self._move(slice(None), capacity=max(end, 2 * self.capacity))
+        self.key_buffer[:self.rows, :, self.length:end] = key_states
+        self.value_buffer[:self.rows, :, self.length:end] = value_states
+        self.length = end
+        self._expose()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized:
+            self._move(indices, capacity=self.capacity)
+
+    def keep_rows(self, order: list[int]) -> None:
+        """Keep rows `order` of the batch, copying only the rows that change slot: with
+        `compacted_order` that is the few live rows moved into finished rows' places."""
+        if not self.is_initialized:
+            return
+        if any(not 0 <= i < self.rows for i in order):
+            raise IndexError(f"rows {order} out of range for a batch of {self.rows}")
+        moved = [j for j, i in enumerate(order) if i != j]
+        if moved:
+            source = torch.tensor([order[j] for j in moved], device=self.device)
+            target = torch.tensor(moved, device=self.device)
+            for buffer in (self.key_buffer, self.value_buffer):
+                buffer[target, :, :self.length] = buffer[source, :, :self.length]  # the right side is a copy
+        self.rows = len(order)
+        self._expose()
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes a negative count of tokens to remove, got {tokens_to_remove}")
+        if self.is_initialized and tokens_to_remove:
+            self.length = max(self.length + tokens_to_remove, 0)
+            self._expose()
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.is_initialized:
+            self.key_buffer = self.key_buffer[:self.rows].repeat_interleave(repeats, dim=0)
+            self.value_buffer = self.value_buffer[:self.rows].repeat_interleave(repeats, dim=0)
+            self.rows *= repeats
+            self._expose()
+
+    def reset(self) -> None:
+        self.length = 0
+        super().reset()
+
+    def _move(self, rows: slice | torch.Tensor, capacity: int) -> None:
+        """Copy the filled part of the chosen rows into fresh buffers of `capacity`."""
+        for name in ("key_buffer", "value_buffer"):
+            old = getattr(self, name)[:self.rows][rows, :, :self.length]
+            new = old.new_empty((old.shape[0], old.shape[1], capacity, old.shape[-1]))
+            new[:, :, :self.length] = old
+            setattr(self, name, new)
+        self.capacity, self.rows = capacity, self.key_buffer.shape[0]
+        self._expose()
+
+    def _expose(self) -> None:
+        self.keys = self.key_buffer[:self.rows, :, :self.length]
+        self.values = self.value_buffer[:self.rows, :, :self.length]
 
 
 def _cache_argument(model: Any) -> str:
