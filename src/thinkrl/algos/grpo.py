@@ -13,6 +13,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from thinkrl.algos.aggregation import AGGREGATIONS
+from thinkrl.algos.losses import LOSSES
+
 
 def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """Per-token estimate of KL(pi || pi_ref) from the sampled token alone (Schulman's k3):
@@ -58,9 +61,6 @@ def policy_loss(
     loss's own shares (e.g. clip_fraction_dual), kl when ref_logp is given, and
     top_entropy_threshold when tokens were selected.
     """
-    from thinkrl.algos.aggregation import AGGREGATIONS
-    from thinkrl.algos.losses import LOSSES
-
     if beta > 0 and ref_logp is None:
         raise ValueError("beta > 0 needs ref_logp (the reference model's log-probs)")
     if not 0 < top_entropy <= 1:
