@@ -151,19 +151,25 @@ def test_token_budget_groups_respect_rows_tokens_and_order():
         split_to(groups, lengths, 8)
 
 
+def fixed_rollout(rows: int = 12) -> Rollout:
+    """A rollout of random completions in the tiny model's vocabulary, advantages random."""
+    from thinkrl.rewards import RewardScores
+
+    samples = completions(rows, seed=7)
+    for c in samples:
+        c.prompt_ids = [t % 90 + 3 for t in c.prompt_ids]
+        c.completion_ids = [t % 90 + 3 for t in c.completion_ids]
+    rewards = torch.randn(len(samples), generator=torch.Generator().manual_seed(5))
+    return Rollout(examples=[None] * (rows // 4), completions=samples, rewards=rewards, advantages=rewards.clone(),
+                   scores=RewardScores(total=rewards.tolist(), by_name={}, reasons={}), group_size=4)
+
+
 @pytest.mark.parametrize("aggregation", ["sequence", "token", "dr_grpo"])
 def test_a_grpo_update_with_packed_micro_batches_equals_the_padded_one(tiny_random_model, tmp_path, aggregation):
     from thinkrl.models import load_model
-    from thinkrl.rewards import RewardScores
 
     base = load_model(str(tiny_random_model))
-    rows = completions(12, seed=7)
-    for c in rows:  # the tiny model's vocabulary
-        c.prompt_ids = [t % 90 + 3 for t in c.prompt_ids]
-        c.completion_ids = [t % 90 + 3 for t in c.completion_ids]
-    rewards = torch.randn(len(rows), generator=torch.Generator().manual_seed(5))
-    rollout = Rollout(examples=[None] * 3, completions=rows, rewards=rewards, advantages=rewards.clone(),
-                      scores=RewardScores(total=rewards.tolist(), by_name={}, reasons={}), group_size=4)
+    rollout = fixed_rollout()
     weights = []
     for settings in (["optim.logprob_chunk_tokens=0", "optim.micro_batch_size=12"],
                      ["optim.logprob_chunk_tokens=5", "optim.max_tokens_per_microbatch=40", "optim.micro_batch_size=3"]):
@@ -178,3 +184,17 @@ def test_a_grpo_update_with_packed_micro_batches_equals_the_padded_one(tiny_rand
     assert any(not torch.equal(padded[n], p) for n, p in base.named_parameters())
     for name in padded:
         assert torch.allclose(padded[name], packed[name], atol=1e-5, rtol=0), name
+
+
+def test_later_optimizer_steps_of_one_batch_are_clipped_against_the_sampling_policy(tiny_random_model, tmp_path):
+    """mu=1 with two optimiser steps per pass: the second step's rows were sampled by the
+    policy before the first step, so their ratio is not 1 and clipping applies to them."""
+    from thinkrl.models import load_model
+
+    model = load_model(str(tiny_random_model))
+    cfg = small_config(tiny_random_model, tmp_path, "algo.mu=1", "optim.updates_per_pass=2", "optim.lr=0.01",
+                       "algo.eps_low=0.001", "algo.eps_high=0.001")
+    optimizer, scheduler = build_optimizer(model, cfg.optim, total_updates=2)
+    stats = update_policy(Accelerator(cpu=True), model, None, optimizer, scheduler, fixed_rollout(), 0, cfg)
+    assert stats["clip_fraction"] > 0
+    assert stats["ratio_mean"] != 1.0

@@ -56,7 +56,7 @@ class AlgoConfig(Config):
     beta: float = Field(0.0, ge=0, description="KL coefficient to the reference (0: no reference model is loaded)")
     eps_low: float = Field(0.2, ge=0, description="lower clip range (ratio >= 1 - eps_low)")
     eps_high: float = Field(0.2, ge=0, description="upper clip range; > eps_low is DAPO's clip-higher")
-    mu: int = Field(1, ge=1, description="optimisation passes per rollout batch (mu=1: ratio is 1, no old-logprob forward)")
+    mu: int = Field(1, ge=1, description="optimisation passes per rollout batch (with one optimiser step per batch the ratio is 1: no old-logprob forward)")
     scale: Literal["std", "none"] = Field("std", description="advantage scaling: std (GRPO) or none (Dr. GRPO)")
     level: Literal["group", "batch"] = Field("group", description="std taken per group or over the batch")
     aggregation: Literal["sequence", "token", "dr_grpo"] = Field("sequence", description="loss aggregation: GRPO, DAPO token-level, or Dr. GRPO constant")

@@ -280,10 +280,12 @@ def update_policy(accelerator, model, reference, optimizer, scheduler, rollout: 
         groups = split_to(groups, sizes, max_over_processes(accelerator, len(groups)))
         return [[rows[i] for i in group] for group in groups]
 
-    # Old log-probs are taken once per rollout; with mu=1 the policy has not moved yet, so the
-    # ratio is exactly 1 and logp.detach() serves, saving a forward pass.
-    all_rows = micro_batches(list(range(len(batch)))) if cfg.algo.mu > 1 or cfg.algo.beta > 0 else []
-    old_logp = frozen_logprobs(policy, batch, temperature, all_rows, chunk_tokens) if cfg.algo.mu > 1 else None
+    # Old log-probs are taken once per rollout. When one optimiser step consumes the whole
+    # batch the policy has not moved before it, so the ratio is exactly 1 and logp.detach()
+    # serves, saving a forward pass; with more steps, the later ones need the sampler's.
+    several_steps = cfg.algo.mu * cfg.optim.updates_per_pass > 1
+    all_rows = micro_batches(list(range(len(batch)))) if several_steps or cfg.algo.beta > 0 else []
+    old_logp = frozen_logprobs(policy, batch, temperature, all_rows, chunk_tokens) if several_steps else None
     ref_logp = None
     if cfg.algo.beta > 0:
         if reference is None:  # LoRA: the reference is the base, adapter switched off
