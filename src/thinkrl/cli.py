@@ -41,6 +41,16 @@ def _fields_help(model: type[Config]) -> str:
     return "\b\n" + "\n".join(lines)
 
 
+def _algorithms_help() -> str:
+    """What algo.advantage, algo.loss and algo.aggregation can name: the registries' contents."""
+    from thinkrl.algos import ADVANTAGES, AGGREGATIONS, LOSSES
+
+    lines = ["Registered algorithms (options go in algo.advantage_options / algo.loss_options):"]
+    for field, registry in (("algo.advantage", ADVANTAGES), ("algo.loss", LOSSES), ("algo.aggregation", AGGREGATIONS)):
+        lines += ["", f"  {field}:"] + [f"    {line}" for line in registry.describe().splitlines()]
+    return "\b\n" + "\n".join(lines)
+
+
 def _fail(exc: BaseException) -> None:
     console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)  # '[vllm]' is text, not markup
     raise typer.Exit(code=2)
@@ -110,7 +120,8 @@ def _register(cmd: Command) -> None:
         ) -> None:
             run(config, list(set_))
 
-    command.__doc__ = f"{cmd.summary}\n\n{_fields_help(model)}"
+    algorithms = f"\n\n{_algorithms_help()}" if _trains_with_grpo(model) else ""
+    command.__doc__ = f"{cmd.summary}\n\n{_fields_help(model)}{algorithms}"
     app.command(name=cmd.name)(command)
 
 

@@ -24,7 +24,8 @@ def overrides(model: Path, out: Path) -> list[str]:
             "run.torch_threads=1", "data.path=task:chain", "data.task_size=64", "data.task_seed=3",
             "rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=10",
             "rollout.batch_size=8", "rollout.reward_workers=0", "rewards=[{name: test_ddp_sevens}]",
-            "algo.beta=0.01", "algo.aggregation=token", "optim.lr=0.01", "optim.micro_batch_size=3"]
+            "algo.beta=0.01", "algo.aggregation=token", "optim.lr=0.01", "optim.micro_batch_size=3",
+            "algo.curriculum=pass_rate", "algo.entropy_coef=0.01"]  # processes agree on the draw; bonus under FSDP
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:

@@ -3,8 +3,8 @@ Estimators, losses and aggregations are registered by name (algos/registry.py)."
 
 from thinkrl.algos.advantages import ADVANTAGES, group_advantages
 from thinkrl.algos.aggregation import AGGREGATIONS
-from thinkrl.algos.grpo import entropy_from_logits, kl_k3, policy_loss, token_logprobs
+from thinkrl.algos.grpo import adapt_entropy_coef, entropy_from_logits, kl_k3, policy_loss, token_logprobs
 from thinkrl.algos.losses import LOSSES
 
-__all__ = ["ADVANTAGES", "AGGREGATIONS", "LOSSES", "entropy_from_logits", "group_advantages", "kl_k3",
+__all__ = ["ADVANTAGES", "AGGREGATIONS", "LOSSES", "adapt_entropy_coef", "entropy_from_logits", "group_advantages", "kl_k3",
            "policy_loss", "token_logprobs"]

@@ -122,6 +122,15 @@ def top_entropy_threshold(entropy: Tensor, keep: Tensor, share: float) -> Tensor
     return values.topk(count).values[-1]
 
 
+def adapt_entropy_coef(coef: float, entropy: float, target: float, step: float, ceiling: float) -> float:
+    """The entropy bonus's next coefficient: up by `step` while the policy's mean token
+    entropy is below `target`, down by `step` while above, kept in [0, ceiling]. A
+    proportional controller would chase noise; a fixed step changes the objective slowly,
+    as in Skywork-OR1's adaptive entropy control."""
+    coef = coef + step if entropy < target else coef - step
+    return min(max(coef, 0.0), ceiling)
+
+
 def token_logprobs(logits: Tensor, labels: Tensor, temperature: float = 1.0) -> Tensor:
     """[B, T] log-prob of each label under softmax(logits / temperature).
 

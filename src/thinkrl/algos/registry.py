@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 
 class Registry:
@@ -75,6 +78,14 @@ class Registry:
         missing = [k for k, v in allowed.items() if v is inspect.Parameter.empty and k not in options]
         if missing:
             raise ValueError(f"{self.kind} {name!r} needs option(s) {missing}")
+        hints = typing.get_type_hints(self.get(name))
+        for key, value in options.items():
+            if key in hints:
+                try:
+                    TypeAdapter(hints[key]).validate_python(value, strict=isinstance(value, bool))
+                except ValidationError:
+                    raise ValueError(f"{self.kind} {name!r}: option {key!r} must be {_type_name(hints[key])} "
+                                     f"(got {value!r})") from None
 
     def call(self, name: str, options: Mapping[str, Any] | None = None, **inputs: Any) -> Any:
         """Run `name` with the inputs its signature asks for and the given options."""
@@ -88,13 +99,13 @@ class Registry:
         return fn(*(inputs[p] for p in wanted), **options)
 
     def describe(self) -> str:
-        """One line per function: name, options with defaults, the docstring's first line."""
+        """One line per function: name, options with defaults, the docstring's first paragraph."""
         lines = []
         for name in self.names():
             fn = self._functions[name]
             opts = ", ".join(f"{k}={'(required)' if v is inspect.Parameter.empty else v!r}"
                              for k, v in self.options(name).items())
-            summary = (inspect.getdoc(fn) or "").split("\n")[0]
+            summary = " ".join((inspect.getdoc(fn) or "").split("\n\n")[0].split())  # the first paragraph
             lines.append(f"{name}({opts}): {summary}" if opts else f"{name}: {summary}")
         return "\n".join(lines)
 
@@ -102,3 +113,9 @@ class Registry:
 def _positional(fn: Callable[..., Any]) -> list[str]:
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return [p.name for p in inspect.signature(fn).parameters.values() if p.kind in kinds]
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Literal:
+        return " or ".join(repr(v) for v in typing.get_args(hint))
+    return getattr(hint, "__name__", str(hint))

@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from rich.console import Console
 from rich.table import Table
 
+from thinkrl.algos.presets import preset
 from thinkrl.config import Config, to_yaml
 from thinkrl.data.config import DataConfig, TrainDataConfig
 from thinkrl.data.loaders import load_examples
@@ -60,11 +61,21 @@ class DemoConfig(Config):
     format_weight: float = Field(0.5, ge=0, description="weight of the format reward (accuracy has weight 1)")
     max_new_tokens: int = Field(64, ge=1, description="completion cap during training and eval")
     control: Literal["none", "shuffle"] = Field("none", description="shuffle: rewards permuted within groups (must not learn)")
+    algo: str = Field("grpo", description="algorithm preset (thinkrl.algos.presets): grpo, dr_grpo, dapo, rloo, "
+                      "reinforce_pp, reinforce_pp_baseline, pass_at_k, dual_clip, gspo, cispo, forking_tokens")
+    updates_per_pass: int = Field(1, ge=1, description="optimiser steps per rollout batch (2: the second is "
+                                  "off-policy, where the losses differ)")
     eval_size: int = Field(128, ge=1, description="held-out problems evaluated before and after")
     eval_k: int = Field(4, ge=1, description="samples per problem for pass@1 and cons@k")
     run: DemoRunConfig = DemoRunConfig()
     full: bool = Field(False, description="run the whole R1 recipe instead (R1-Zero, the four R1 stages, distillation "
                        "into a smaller student vs RL on it) into run.output_dir/mini-r1: pipeline/recipes/mini-r1.yaml")
+
+    @field_validator("algo")
+    @classmethod
+    def _known_preset(cls, name: str) -> str:
+        preset(name)  # ValueError with did-you-mean
+        return name
 
 
 def base_model(cfg: DemoConfig) -> str:
@@ -78,8 +89,8 @@ def grpo_config(cfg: DemoConfig) -> GRPOConfig:
         data=TrainDataConfig(path=f"task:{cfg.task}", template=TEMPLATE, task_seed=run.seed + 1, task_size=4096),
         rollout=RolloutConfig(prompts_per_step=cfg.prompts_per_step, group_size=cfg.group_size,
                               max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature),
-        algo=AlgoConfig(beta=cfg.beta, control=cfg.control),
-        optim=OptimConfig(lr=cfg.lr, micro_batch_size=64),
+        algo=AlgoConfig(beta=cfg.beta, control=cfg.control, **preset(cfg.algo)),
+        optim=OptimConfig(lr=cfg.lr, micro_batch_size=64, updates_per_pass=cfg.updates_per_pass),
         rewards=r1_zero_spec(cfg.format_weight),
         # the demo owns its folder: `make demo` again replaces its last run (run folders refuse that otherwise)
         run=RunConfig(output_dir=str(Path(run.output_dir) / "train"), steps=run.steps, seed=run.seed,

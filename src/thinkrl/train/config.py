@@ -9,10 +9,11 @@ packed without padding; every rollout batch gets `algo.mu` passes, each split in
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from thinkrl.algos import ADVANTAGES, AGGREGATIONS, LOSSES
 from thinkrl.config import Config
 from thinkrl.data.config import TrainDataConfig
 from thinkrl.rewards import RewardTerm, r1_zero_spec
@@ -53,16 +54,116 @@ class RolloutConfig(Config):
 
 
 class AlgoConfig(Config):
+    """The RL algorithm, by name: an advantage estimator, a policy loss and an aggregation from
+    the registries in `thinkrl.algos` (`thinkrl grpo --help` lists them), each with its options
+    checked against the function's signature when the config is read."""
+
     beta: float = Field(0.0, ge=0, description="KL coefficient to the reference (0: no reference model is loaded)")
-    eps_low: float = Field(0.2, ge=0, description="lower clip range (ratio >= 1 - eps_low)")
-    eps_high: float = Field(0.2, ge=0, description="upper clip range; > eps_low is DAPO's clip-higher")
-    mu: int = Field(1, ge=1, description="optimisation passes per rollout batch (with one optimiser step per batch the ratio is 1: no old-logprob forward)")
-    scale: Literal["std", "none"] = Field("std", description="advantage scaling: std (GRPO) or none (Dr. GRPO)")
-    level: Literal["group", "batch"] = Field("group", description="std taken per group or over the batch")
-    aggregation: Literal["sequence", "token", "dr_grpo"] = Field("sequence", description="loss aggregation: GRPO, DAPO token-level, or Dr. GRPO constant")
+    advantage: str = Field("grpo", description="advantage estimator (algos/advantages.py): grpo, rloo, reinforce_pp, "
+                           "reinforce_pp_baseline, pass_at_k, or one you register")
+    scale: Literal["std", "none"] | None = Field(None, description="grpo's advantage scaling: std (GRPO) or none "
+                                                 "(Dr. GRPO); null: grpo's default, std")
+    level: Literal["group", "batch"] | None = Field(None, description="grpo's std taken per group or over the batch; "
+                                                    "null: group")
+    advantage_options: dict[str, Any] = Field({}, description="options of the estimator, e.g. {k: 8} for pass_at_k")
+    loss: str = Field("ppo_clip", description="policy loss (algos/losses.py): ppo_clip, dual_clip, gspo, cispo, or "
+                      "one you register")
+    eps_low: float | None = Field(None, ge=0, description="the loss's lower clip range (ratio >= 1 - eps_low); "
+                                  "null: the loss's default (ppo_clip 0.2, gspo 3e-4, cispo 1.0)")
+    eps_high: float | None = Field(None, ge=0, description="the loss's upper clip range; > eps_low is DAPO's "
+                                   "clip-higher; null: the loss's default (ppo_clip 0.2, gspo 4e-4, cispo 0.28)")
+    loss_options: dict[str, Any] = Field({}, description="other options of the loss, e.g. {clip_c: 3.0} for dual_clip")
+    mu: int = Field(1, ge=1, description="optimisation passes per rollout batch (with one optimiser step per batch the "
+                    "ratio is 1: no old-logprob forward)")
+    aggregation: str = Field("sequence", description="loss aggregation (algos/aggregation.py): sequence (GRPO), "
+                             "token (DAPO), dr_grpo (constant length)")
+    entropy_coef: float = Field(0.0, ge=0, description="entropy bonus: the loss gets - entropy_coef x the policy's "
+                                "entropy per token (with entropy_target: the starting coefficient)")
+    entropy_target: float | None = Field(None, gt=0, description="adapt entropy_coef each step to keep the mean "
+                                         "token entropy (nats) near this: up by entropy_coef_step while below, down "
+                                         "while above, within [0, entropy_coef_max]; null: a fixed coefficient")
+    entropy_coef_step: float = Field(5e-4, gt=0, description="how far the adaptive entropy coefficient moves a step")
+    entropy_coef_max: float = Field(0.02, gt=0, description="the adaptive entropy coefficient's ceiling")
+    entropy_floor: float = Field(0.02, ge=0, description="warn when the mean token entropy stays below this (nats) "
+                                 "for 3 steps: the policy has stopped exploring (0: never)")
+    top_entropy: float = Field(1.0, gt=0, le=1, description="train only on this share of completion tokens, those "
+                               "of highest entropy (the 80/20 'forking tokens' rule: 0.2); 1: every token")
     dynamic_sampling: bool = Field(False, description="drop groups whose rewards all agree and refill (DAPO)")
     max_refill_rounds: int = Field(3, ge=0, description="extra rollout rounds dynamic sampling may spend per step")
+    curriculum: Literal["none", "pass_rate"] = Field("none", description="pass_rate: keep every prompt's pass rate "
+                                                     "across steps (saved in checkpoints) and sample prompts that "
+                                                     "were always or never solved less often")
+    curriculum_reward: str | None = Field(None, description="the reward term whose group mean is a prompt's pass "
+                                          "rate (null: the first term of `rewards`)")
+    curriculum_weight: float = Field(0.1, ge=0, le=1, description="sampling weight of a prompt last seen always or "
+                                     "never solved, against 1 for the others (0: never again)")
     control: Literal["none", "shuffle"] = Field("none", description="shuffle: permute rewards within each group (a control that must not learn)")
+
+    @field_validator("advantage")
+    @classmethod
+    def _known_advantage(cls, name: str) -> str:
+        return _known(ADVANTAGES, name)
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, name: str) -> str:
+        return _known(LOSSES, name)
+
+    @field_validator("aggregation")
+    @classmethod
+    def _known_aggregation(cls, name: str) -> str:
+        return _known(AGGREGATIONS, name)
+
+    @field_validator("scale", "level")
+    @classmethod
+    def _grpo_only(cls, value, info: ValidationInfo):
+        if value is not None and info.data.get("advantage", "grpo") != "grpo":
+            raise ValueError(f"is an option of the grpo estimator, not of {info.data['advantage']!r} "
+                             f"(its options go in algo.advantage_options)")
+        return value
+
+    @field_validator("advantage_options")
+    @classmethod
+    def _advantage_options(cls, options: dict, info: ValidationInfo) -> dict:
+        if "advantage" in info.data:
+            shorthand = {k: info.data.get(k) for k in ("scale", "level")}
+            ADVANTAGES.check_options(info.data["advantage"], _merged(options, shorthand, "advantage_options"))
+        return options
+
+    @field_validator("loss_options")
+    @classmethod
+    def _loss_options(cls, options: dict, info: ValidationInfo) -> dict:
+        if "loss" in info.data:
+            shorthand = {k: info.data.get(k) for k in ("eps_low", "eps_high")}
+            LOSSES.check_options(info.data["loss"], _merged(options, shorthand, "loss_options"))
+        return options
+
+    def advantage_call_options(self) -> dict[str, Any]:
+        """The estimator's options, the grpo shorthands (scale, level) included."""
+        return _merged(self.advantage_options, {"scale": self.scale, "level": self.level}, "advantage_options")
+
+    def loss_call_options(self) -> dict[str, Any]:
+        """The loss's options, the clip shorthands (eps_low, eps_high) included."""
+        return _merged(self.loss_options, {"eps_low": self.eps_low, "eps_high": self.eps_high}, "loss_options")
+
+
+def _known(registry, name: str) -> str:
+    try:
+        registry.get(name)
+    except KeyError as err:
+        raise ValueError(err.args[0]) from None
+    return name
+
+
+def _merged(options: dict, shorthand: dict, field: str) -> dict:
+    out = dict(options)
+    for key, value in shorthand.items():
+        if value is None:
+            continue
+        if key in out and out[key] != value:
+            raise ValueError(f"algo.{key}={value!r} and algo.{field}.{key}={out[key]!r} disagree: set one")
+        out[key] = value
+    return out
 
 
 class AdamWConfig(Config):
@@ -110,6 +211,8 @@ class RunConfig(TrainRunConfig):
 
 
 class GRPOConfig(Config):
+    imports: list[str] = Field([], description="Python modules imported first, so the advantage estimators, losses, "
+                               "aggregations and rewards they register can be named below (e.g. my_project.algos)")
     model: ModelConfig = ModelConfig()
     data: TrainDataConfig = TrainDataConfig()
     rollout: RolloutConfig = RolloutConfig()
@@ -125,6 +228,18 @@ class GRPOConfig(Config):
     run: RunConfig = RunConfig()
     resume: bool = Field(False, description="continue from the last checkpoint in run.output_dir")
 
+    @field_validator("imports")
+    @classmethod
+    def _import_modules(cls, modules: list[str]) -> list[str]:
+        import importlib
+
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except ImportError as err:
+                raise ValueError(f"cannot import {module!r} ({err}); is it on PYTHONPATH or installed?") from None
+        return modules
+
     @model_validator(mode="after")
     def _batches_divide(self) -> GRPOConfig:
         samples = self.rollout.prompts_per_step * self.rollout.group_size
@@ -134,3 +249,39 @@ class GRPOConfig(Config):
                 f"(rollout.prompts_per_step x rollout.group_size = {samples})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _algorithms_accept_this_run(self) -> GRPOConfig:
+        """Run the chosen estimator and loss once on a dummy batch of this run's shape, so an
+        option they reject (pass_at_k's k above the group size, a negative clip range) fails
+        now, with their own message, not at the first step."""
+        import torch
+
+        G = self.rollout.group_size
+        rows = 2 * G
+        for field, run in (
+            ("algo.advantage", lambda: ADVANTAGES.call(self.algo.advantage, self.algo.advantage_call_options(),
+                                                       rewards=torch.arange(rows, dtype=torch.float32) % 2,
+                                                       group_size=G, lengths=torch.ones(rows))),
+            ("algo.loss", lambda: LOSSES.call(self.algo.loss, self.algo.loss_call_options(),
+                                              logp=torch.full((rows, 2), -1.0), old_logp=torch.full((rows, 2), -1.1),
+                                              advantages=torch.ones(rows), mask=torch.ones(rows, 2))),
+        ):
+            try:
+                run()
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"{field}={getattr(self.algo, field.split('.')[1])!r}: {err}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _curriculum_reward_exists(self) -> GRPOConfig:
+        name = self.algo.curriculum_reward
+        names = [t.name for t in self.rewards] + [t.name for terms in self.rewards_by_kind.values() for t in terms]
+        if self.algo.curriculum != "none" and name is not None and name not in names:
+            raise ValueError(f"algo.curriculum_reward={name!r} is not a reward term of this run "
+                             f"(rewards: {', '.join(dict.fromkeys(names))})")
+        return self
+
+    def pass_reward(self) -> str:
+        """The reward term a prompt's pass rate is read from (the curriculum's)."""
+        return self.algo.curriculum_reward or (self.rewards[0].name if self.rewards else "")

@@ -46,6 +46,8 @@ def gather_rollout(accelerator, rollout: Rollout) -> Rollout:
         groups_sampled=sum(gather_object([rollout.groups_sampled])),
         zero_variance_groups=sum(gather_object([rollout.zero_variance_groups])),
         generated_tokens=sum(gather_object([rollout.generated_tokens])),
+        group_pass=[tuple(pair) for pair in gather_object(list(rollout.group_pass))],
+        extra=rollout.extra,
     )
 
 

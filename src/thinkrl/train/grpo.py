@@ -13,15 +13,17 @@ from pathlib import Path
 
 import torch
 
-from thinkrl.algos import group_advantages, policy_loss
+from thinkrl.algos import ADVANTAGES, AGGREGATIONS, adapt_entropy_coef, policy_loss
 from thinkrl.data.loaders import load_examples
 from thinkrl.data.templates import prompt_prefills_think, render_prompt
 from thinkrl.errors import ConfigError
 from thinkrl.processes import main_process_only
+from thinkrl.rewards.routing import NOT_APPLICABLE
 from thinkrl.rollout.base import SamplingParams
 from thinkrl.rollout.transformers_engine import TransformersEngine
 from thinkrl.train.checkpoint import resume_checkpoint
 from thinkrl.train.config import GRPOConfig
+from thinkrl.train.curriculum import PassRates, group_pass_rates
 from thinkrl.train.distributed import check_launch, gather_rollout, local_share, max_over_processes, reduce_weighted
 from thinkrl.train.grpo_metrics import LearningWarnings, step_metrics
 from thinkrl.train.interrupts import StopSignals, interrupted
@@ -86,7 +88,8 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     optimizer, scheduler = build_optimizer(model, cfg.optim, total_updates=cfg.run.steps * updates_per_step)
 
     checkpoint = resume_checkpoint(run_dir) if cfg.resume else None
-    start_step = int(restore(accelerator, checkpoint, model, optimizer, scheduler)["step"]) if checkpoint else 0
+    state = restore(accelerator, checkpoint, model, optimizer, scheduler) if checkpoint else {}
+    start_step = int(state.get("step", 0))
     model, optimizer = accelerator.prepare(model, optimizer)
     restore_sharded_optimizer(accelerator, checkpoint, model, optimizer.optimizer)
     reference = prepare_reference(accelerator, policy.reference)
@@ -98,7 +101,12 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
         tracker = MetricsTracker(run_dir, cfg.run.trackers, resume_step=start_step if cfg.resume else None,
                                  config=cfg.model_dump(mode="json"))
     order = PromptOrder(len(examples), cfg.run.seed)
-    warnings = LearningWarnings()
+    curriculum = None
+    if cfg.algo.curriculum == "pass_rate":
+        curriculum = PassRates(len(examples), cfg.algo.curriculum_weight, cfg.run.seed)
+        curriculum.load(state.get("pass_rates"))
+    entropy_coef = float(state.get("entropy_coef", cfg.algo.entropy_coef))
+    warnings = LearningWarnings(entropy_floor=cfg.algo.entropy_floor)
     metrics: dict = {}
     step = start_step
     started = time.perf_counter()
@@ -111,17 +119,24 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
             with (unsharded(accelerator, model) if isinstance(engine, TransformersEngine) else contextlib.nullcontext(),
                   accelerator.autocast()):
                 rollout = collect_rollout(engine, examples, prompts, order, step, cfg,
-                                          rank=accelerator.process_index, world=world)
+                                          rank=accelerator.process_index, world=world, curriculum=curriculum)
             if hasattr(engine, "sleep"):  # vLLM frees its KV cache while the trainer needs the memory
                 engine.sleep()
             t1 = time.perf_counter()
             update_stats = update_policy(accelerator, model, reference, optimizer, scheduler, rollout,
-                                         tokenizer.pad_token_id, cfg)
+                                         tokenizer.pad_token_id, cfg, entropy_coef=entropy_coef)
             _sync(engine, accelerator.unwrap_model(model))
             t2 = time.perf_counter()
             everything = gather_rollout(accelerator, rollout)
             metrics = step_metrics(everything, update_stats, gen_time_s=t1 - t0, train_time_s=t2 - t1,
                                    lr=scheduler.get_last_lr()[0], data=data_metrics)
+            metrics["entropy_coef"] = entropy_coef
+            metrics.update(rollout.extra.get("curriculum", {}))
+            if cfg.algo.entropy_target is not None:  # the coefficient the next step trains with
+                entropy_coef = adapt_entropy_coef(entropy_coef, update_stats["entropy"], cfg.algo.entropy_target,
+                                                  cfg.algo.entropy_coef_step, cfg.algo.entropy_coef_max)
+            if curriculum is not None:  # every process holds the same rates: the next draw agrees
+                curriculum.observe(everything.group_pass)
             if main:
                 tracker.log(step, metrics)
                 warnings.check(step, metrics)
@@ -129,9 +144,11 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
                     tracker.log_samples(step, sample_rows(everything, limit=2 * cfg.rollout.group_size))
             stopping = step < cfg.run.steps and stop.requested()
             if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.run.steps or stopping:
+                extra = {"prompts_seen": step * cfg.rollout.prompts_per_step, "entropy_coef": entropy_coef}
+                if curriculum is not None:
+                    extra["pass_rates"] = curriculum.state()
                 save_step(accelerator, run_dir, step, model, tokenizer, optimizer.optimizer, scheduler,
-                          extra_state={"prompts_seen": step * cfg.rollout.prompts_per_step},
-                          keep_last=cfg.run.keep_checkpoints)
+                          extra_state=extra, keep_last=cfg.run.keep_checkpoints)
             progress.advance(metrics)
             if stopping:
                 break
@@ -201,14 +218,16 @@ def _sync(engine, model) -> None:
 
 
 def collect_rollout(engine, examples, prompts, order: PromptOrder, step: int, cfg: GRPOConfig,
-                    rank: int = 0, world: int = 1) -> Rollout:
+                    rank: int = 0, world: int = 1, curriculum: PassRates | None = None) -> Rollout:
     """Sample, score and compute advantages for this process's share of one step's prompts;
     with dynamic sampling, keep sampling fresh prompts until enough groups have reward
-    variance (bounded)."""
+    variance (bounded). With a curriculum the prompts are drawn by their pass rates instead
+    of taken in order."""
     G, P = cfg.rollout.group_size, cfg.rollout.prompts_per_step // world
     # refills come from a stream keyed by step (and process), so resuming reproduces them
     generator = torch.Generator().manual_seed(cfg.run.seed * 7919 + step + rank * 1_000_033)
-    kept_examples, kept_completions, kept_rewards, kept_scores = [], [], [], []
+    kept_examples, kept_completions, kept_rewards, kept_scores, group_pass = [], [], [], [], []
+    extra = {}
     groups_sampled = zero_var_groups = generated = 0
     rounds = 1 + (cfg.algo.max_refill_rounds if cfg.algo.dynamic_sampling else 0)
 
@@ -219,9 +238,15 @@ def collect_rollout(engine, examples, prompts, order: PromptOrder, step: int, cf
         kept_scores.append((scores, g))
 
     for round_ in range(rounds):
-        if round_ == 0:
+        if round_ == 0 and curriculum is not None:
+            drawn = curriculum.draw(cfg.rollout.prompts_per_step, step)
+            extra["curriculum"] = curriculum.metrics(drawn)
+            index = local_share(drawn, rank, world)
+        elif round_ == 0:
             index = local_share(order.take((step - 1) * cfg.rollout.prompts_per_step, cfg.rollout.prompts_per_step),
                                 rank, world)
+        elif curriculum is not None:
+            index = curriculum.draw(P, step, round_=round_ * 1009 + rank)
         else:
             index = torch.randint(len(examples), (P,), generator=generator).tolist()
         params = SamplingParams(n=G, max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
@@ -230,6 +255,7 @@ def collect_rollout(engine, examples, prompts, order: PromptOrder, step: int, cf
         completions, scores = sample_and_score(engine, [prompts[i] for i in index], batch_examples, params,
                                                cfg.rewards, cfg.rollout.reward_workers, cfg.rewards_by_kind,
                                                block=max(1, cfg.rollout.batch_size // G), first_prompt=rank * P)
+        group_pass += group_pass_rates(index, scores.by_name, scores.reasons, cfg.pass_reward(), G, NOT_APPLICABLE)
         rewards = torch.tensor(scores.total, dtype=torch.float32)
         if cfg.algo.control == "shuffle":
             rewards = shuffle_within_groups(rewards, G, generator)
@@ -252,15 +278,19 @@ def collect_rollout(engine, examples, prompts, order: PromptOrder, step: int, cf
     kept_examples, kept_completions = kept_examples[:P], kept_completions[:P * G]
     kept_rewards, kept_scores = kept_rewards[:P], kept_scores[:P]
     rewards = torch.cat(kept_rewards)
-    advantages = group_advantages(rewards, G, scale=cfg.algo.scale, level=cfg.algo.level)
+    lengths = torch.tensor([len(c.completion_ids) for c in kept_completions], dtype=torch.float32)
+    advantages = ADVANTAGES.call(cfg.algo.advantage, cfg.algo.advantage_call_options(), rewards=rewards,
+                                 group_size=G, lengths=lengths)
     return Rollout(examples=kept_examples, completions=kept_completions, rewards=rewards, advantages=advantages,
                    scores=_merge_scores(kept_scores, G), group_size=G, groups_sampled=groups_sampled,
-                   zero_variance_groups=zero_var_groups, generated_tokens=generated)
+                   zero_variance_groups=zero_var_groups, generated_tokens=generated, group_pass=group_pass,
+                   extra=extra)
 
 
 def update_policy(accelerator, model, reference, optimizer, scheduler, rollout: Rollout, pad_id: int,
-                  cfg: GRPOConfig) -> dict:
-    """mu passes over the rollout batch, each split into optimiser steps of micro-batches."""
+                  cfg: GRPOConfig, entropy_coef: float | None = None) -> dict:
+    """mu passes over the rollout batch, each split into optimiser steps of micro-batches.
+    `entropy_coef`: the entropy bonus's coefficient this step (None: algo.entropy_coef)."""
     device = accelerator.device
     world = accelerator.num_processes
     policy = accelerator.unwrap_model(model)
@@ -292,6 +322,10 @@ def update_policy(accelerator, model, reference, optimizer, scheduler, rollout: 
             ref_logp = frozen_logprobs(policy, batch, temperature, all_rows, chunk_tokens, disable_adapter=True)
         else:
             ref_logp = frozen_logprobs(reference, batch, temperature, all_rows, chunk_tokens)
+    entropy_coef = cfg.algo.entropy_coef if entropy_coef is None else entropy_coef
+    entropy_grad = entropy_coef > 0
+    per_token_unit = AGGREGATIONS.meta(cfg.algo.aggregation)["unit"] == "tokens"
+    loss_options = cfg.algo.loss_call_options()
     model.train()
     generator = torch.Generator().manual_seed(cfg.run.seed + len(batch))
     totals: dict[str, float] = {}
@@ -303,7 +337,7 @@ def update_policy(accelerator, model, reference, optimizer, scheduler, rollout: 
         for start in range(0, len(batch), chunk):
             update_index = order[start:start + chunk]
             update_tokens = batch.loss_mask[update_index].sum()
-            if cfg.algo.aggregation == "token":  # token means are over the tokens of all processes
+            if per_token_unit:  # token means are over the tokens of all processes
                 update_tokens = accelerator.reduce(update_tokens, reduction="sum") / world
             update_tokens = float(update_tokens.clamp(min=1))
             groups = micro_batches(update_index.tolist())
@@ -315,21 +349,22 @@ def update_policy(accelerator, model, reference, optimizer, scheduler, rollout: 
                 sync = number == len(groups) - 1
                 with contextlib.nullcontext() if sync else accelerator.no_sync(model):
                     logp, entropy = policy_logprobs(model, part, temperature, with_entropy=True,
-                                                    chunk_tokens=chunk_tokens)
+                                                    chunk_tokens=chunk_tokens, entropy_grad=entropy_grad)
                     old = old_logp[index, :width] if old_logp is not None else logp.detach()
                     ref = ref_logp[index, :width] if ref_logp is not None else None
-                    loss, stats = policy_loss(logp, old, advantages[index], part.loss_mask,
-                                              eps_low=cfg.algo.eps_low, eps_high=cfg.algo.eps_high, ref_logp=ref,
+                    loss, stats = policy_loss(logp, old, advantages[index], part.loss_mask, ref_logp=ref,
                                               beta=cfg.algo.beta, aggregation=cfg.algo.aggregation,
-                                              max_len_norm=cfg.rollout.max_new_tokens)
+                                              max_len_norm=cfg.rollout.max_new_tokens, loss=cfg.algo.loss,
+                                              loss_options=loss_options, entropy=entropy,
+                                              entropy_coef=entropy_coef, top_entropy=cfg.algo.top_entropy)
                     tokens = float(part.loss_mask.sum())
                     # Micro-batch losses are means over their own rows or tokens; weighting them
                     # by their share makes the accumulated gradient that of the whole update batch.
-                    weight = tokens / update_tokens if cfg.algo.aggregation == "token" else len(index) / len(update_index)
+                    weight = tokens / update_tokens if per_token_unit else len(index) / len(update_index)
                     accelerator.backward(loss * weight)
                 stats = dict(stats)
                 stats["loss"] = float(loss.detach())
-                stats["entropy"] = float((entropy * part.loss_mask).sum() / part.loss_mask.sum().clamp(min=1))
+                stats["entropy"] = float((entropy.detach() * part.loss_mask).sum() / part.loss_mask.sum().clamp(min=1))
                 for key, value in stats.items():
                     totals[key] = totals.get(key, 0.0) + float(value) * tokens
                 seen_tokens += tokens

@@ -50,9 +50,7 @@ def step_metrics(rollout: Rollout, update: dict, gen_time_s: float, train_time_s
             part = {name: [rollout.scores.by_name[name][i] for i in index
                            if rollout.scores.reasons[name][i] != NOT_APPLICABLE] for name in applied}
             metrics.update({f"kind/{kind}/{key}": value for key, value in _headline(part).items()})
-    for key in ("loss", "kl", "clip_fraction", "clip_fraction_low", "clip_fraction_high", "ratio_mean", "entropy", "grad_norm"):
-        if key in update:
-            metrics[key] = update[key]
+    metrics.update(update)  # loss, kl, clip fractions (the loss's own too), ratio_mean, entropy, grad_norm, ...
     metrics["lr"] = lr
     metrics["time/generation_s"] = gen_time_s
     metrics["time/train_s"] = train_time_s
@@ -82,10 +80,12 @@ def _headline(scores: dict[str, list[float]]) -> dict[str, float]:
 
 class LearningWarnings:
     """Says clearly, once each, when a run cannot learn: no reward variance, every answer cut
-    off, or a format reward that never fires (often a template that pre-fills a tag)."""
+    off, a format reward that never fires (often a template that pre-fills a tag), or a
+    policy whose token entropy has collapsed below `entropy_floor` (it no longer explores)."""
 
-    def __init__(self, patience: int = 3) -> None:
+    def __init__(self, patience: int = 3, entropy_floor: float = 0.0) -> None:
         self.patience = patience
+        self.entropy_floor = entropy_floor
         self.streaks: Counter = Counter()
         self.said: set[str] = set()
 
@@ -94,12 +94,16 @@ class LearningWarnings:
             "zero_variance": metrics.get("zero_variance_share", 0) >= 1.0,
             "truncated": metrics.get("completion/truncated_share", 0) >= 1.0,
             "format": metrics.get("format_rate", 1.0) == 0.0,
+            "entropy": metrics.get("entropy", float("inf")) < self.entropy_floor,
         }
         messages = {
             "zero_variance": "every group's rewards agree: advantages are all 0 and nothing is learned "
                              "(tasks too hard/easy for the model? try algo.dynamic_sampling=true or a larger group_size)",
             "truncated": "every completion hit rollout.max_new_tokens: raise it or add length shaping",
             "format": "the format reward never fires: check data.template (does it pre-fill <think>?) and the format reward name",
+            "entropy": f"the policy's mean token entropy is below {self.entropy_floor} nats: it has nearly stopped "
+                       "exploring (entropy collapse); try algo.entropy_target, algo.entropy_coef, a larger "
+                       "algo.eps_high (clip-higher) or a higher rollout.temperature",
         }
         said_now = []
         for key, bad in conditions.items():

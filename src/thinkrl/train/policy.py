@@ -55,10 +55,11 @@ def build_policy_batch(completions: list[Completion], pad_id: int) -> PolicyBatc
 
 
 def policy_logprobs(model, batch: PolicyBatch, temperature: float, with_entropy: bool = False,
-                    chunk_tokens: int | None = None, pack: bool | None = None):
+                    chunk_tokens: int | None = None, pack: bool | None = None, entropy_grad: bool = False):
     """[B, T-1] log-probs of each completion token under `model` (0 elsewhere), divided by
     the sampling temperature so the ratio compares the distributions the rollout sampled
-    from; with `with_entropy`, the entropies there too (no gradient: a metric).
+    from; with `with_entropy`, the entropies there too (a metric, without gradient unless
+    `entropy_grad`: an entropy bonus trains on it).
 
     Only the completion positions reach the LM head (`logits_to_keep`), and for the heads of
     known architectures the log-probs and entropies come from hidden states in chunks of
@@ -73,7 +74,7 @@ def policy_logprobs(model, batch: PolicyBatch, temperature: float, with_entropy:
     reference path)."""
     mask = batch.loss_mask.bool()
     if chunk_tokens == 0 or not _takes_logits_to_keep(model):
-        return _padded_logprobs(model, batch, temperature, with_entropy)
+        return _padded_logprobs(model, batch, temperature, with_entropy, entropy_grad)
     real = batch.attention_mask.bool()
     keep = torch.zeros_like(real)
     keep[:, :-1] = mask  # hidden state t predicts token t + 1
@@ -89,22 +90,25 @@ def policy_logprobs(model, batch: PolicyBatch, temperature: float, with_entropy:
         picked, entropies = out[:, 0], out[:, 1]
     else:  # [N, V] logits of the completion positions only
         picked = token_logprobs(out[None], targets[None], temperature=temperature)[0]
-        entropies = entropy_from_logits(out.detach()[None], temperature)[0] if with_entropy else None
+        entropies = None
+        if with_entropy:
+            entropies = entropy_from_logits((out if entropy_grad else out.detach())[None], temperature)[0]
     zeros = batch.loss_mask.new_zeros(mask.shape, dtype=picked.dtype)
     logp = zeros.masked_scatter(mask, picked)
-    entropy = zeros.masked_scatter(mask, entropies.detach()) if with_entropy else None
+    entropy = None
+    if with_entropy:
+        entropy = zeros.masked_scatter(mask, entropies if entropy_grad else entropies.detach())
     return logp, entropy
 
 
-def _padded_logprobs(model, batch: PolicyBatch, temperature: float, with_entropy: bool):
+def _padded_logprobs(model, batch: PolicyBatch, temperature: float, with_entropy: bool, entropy_grad: bool = False):
     """The reference path: a padded forward and the logits of every position."""
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
     logits = logits[:, :-1, :]
     logp = token_logprobs(logits, batch.input_ids[:, 1:], temperature=temperature) * batch.loss_mask
     entropy = None
     if with_entropy:
-        with torch.no_grad():
-            entropy = entropy_from_logits(logits.detach() / temperature) * batch.loss_mask
+        entropy = entropy_from_logits(logits if entropy_grad else logits.detach(), temperature) * batch.loss_mask
     return logp, entropy
 
 
@@ -162,7 +166,8 @@ def _chunked_head(model, targets: torch.Tensor, temperature: float, chunk_tokens
 def frozen_logprobs(model, batch: PolicyBatch, temperature: float, micro_batches: list[list[int]] | None = None,
                     chunk_tokens: int | None = None, disable_adapter: bool = False) -> torch.Tensor:
     """Log-probs without gradients, a micro-batch (a list of rows) at a time (all rows at once
-    without `micro_batches`): the old policy (mu > 1) or the reference. With a LoRA model the
+    without `micro_batches`): the policy that sampled the batch (when more than one
+    optimiser step uses it) or the reference. With a LoRA model the
     reference is the same model with its adapter switched off."""
     out = torch.zeros_like(batch.loss_mask)
     context = model.disable_adapter() if disable_adapter else contextlib.nullcontext()

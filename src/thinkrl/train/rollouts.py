@@ -30,6 +30,7 @@ class Rollout:
     groups_sampled: int = 0  # groups generated, including those dynamic sampling dropped
     zero_variance_groups: int = 0  # among the groups sampled
     generated_tokens: int = 0
+    group_pass: list[tuple[int, float]] = field(default_factory=list)  # (prompt index, pass rate), every group sampled
     extra: dict = field(default_factory=dict)
 
 
