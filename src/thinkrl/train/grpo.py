@@ -130,7 +130,8 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
             everything = gather_rollout(accelerator, rollout)
             metrics = step_metrics(everything, update_stats, gen_time_s=t1 - t0, train_time_s=t2 - t1,
                                    lr=scheduler.get_last_lr()[0], data=data_metrics)
-            metrics["entropy_coef"] = entropy_coef
+            if entropy_coef > 0 or cfg.algo.entropy_target is not None:
+                metrics["entropy_coef"] = entropy_coef
             metrics.update(rollout.extra.get("curriculum", {}))
             if cfg.algo.entropy_target is not None:  # the coefficient the next step trains with
                 entropy_coef = adapt_entropy_coef(entropy_coef, update_stats["entropy"], cfg.algo.entropy_target,

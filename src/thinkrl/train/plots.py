@@ -13,6 +13,9 @@ DEFAULT_PANELS = (
     ("kl", "KL to reference"),
     ("format_rate", "format rate"),
     ("entropy", "entropy"),
+    ("entropy_coef", "entropy coefficient"),
+    ("zero_variance_share", "groups with no reward variance"),
+    ("curriculum/drawn_extreme_share", "drawn prompts last always/never solved"),
 )
 
 SFT_PANELS = (
