@@ -212,3 +212,35 @@ def test_a_config_imports_the_module_that_registers_its_algorithm(tiny_random_mo
     assert len(metrics) == 1
     with pytest.raises(ConfigError, match="cannot import 'no_such_module_here'"):
         small_config(tiny_random_model, tmp_path, "imports=[no_such_module_here]")
+
+
+def engine_rollout(model_dir, temperature: float):
+    """A rollout the transformers engine sampled at `temperature`, with its log-probs."""
+    from thinkrl.models import load_tokenizer
+    from thinkrl.rewards import RewardScores
+    from thinkrl.rollout.base import SamplingParams
+    from thinkrl.rollout.transformers_engine import TransformersEngine
+    from thinkrl.train.rollouts import Rollout
+
+    model, tokenizer = load_model(str(model_dir)), load_tokenizer(str(model_dir))
+    rows = TransformersEngine(model, tokenizer).generate(["12+3=", "a", "7*8="], SamplingParams(
+        n=4, max_new_tokens=12, temperature=temperature, seed=1))
+    rewards = torch.randn(len(rows), generator=torch.Generator().manual_seed(2))
+    return Rollout(examples=[None] * 3, completions=rows, rewards=rewards, advantages=rewards.clone(),
+                   scores=RewardScores(total=rewards.tolist(), by_name={}, reasons={}), group_size=4)
+
+
+def test_every_step_logs_the_mismatch_and_the_correction_masks_what_is_off(tiny_random_model, tmp_path):
+    _, same = run_update(tiny_random_model, tmp_path, rollout=engine_rollout(tiny_random_model, 1.0))
+    assert same["mismatch/kl"] < 1e-6 and abs(same["mismatch/ratio_max"] - 1) < 1e-4
+    assert same["mismatch/masked_sequence_share"] == 0.0
+    off = engine_rollout(tiny_random_model, 3.0)  # sampled hotter than the trainer's temperature 1.0
+    _, masked = run_update(tiny_random_model, tmp_path, "algo.rollout_correction=geometric_mask",
+                           "algo.rollout_correction_options={low: 0.995, high: 1.005}", rollout=off)
+    assert masked["mismatch/kl"] > 1e-3 and masked["mismatch/masked_sequence_share"] > 0
+    _, plain = run_update(tiny_random_model, tmp_path, "algo.rollout_correction=none", rollout=off)
+    assert plain["mismatch/masked_sequence_share"] == 0.0 and plain["mismatch/kl"] == pytest.approx(masked["mismatch/kl"])
+    with pytest.raises(ConfigError, match="not auto"):
+        small_config(tiny_random_model, tmp_path, "algo.rollout_correction_options={cap: 3.0}")
+    with pytest.raises(ConfigError, match="did you mean 'token_tis'"):
+        small_config(tiny_random_model, tmp_path, "algo.rollout_correction=token_ts")

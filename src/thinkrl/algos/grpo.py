@@ -41,6 +41,7 @@ def policy_loss(
     entropy: Tensor | None = None,
     entropy_coef: float = 0.0,
     top_entropy: float = 1.0,
+    sample_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """The loss to minimise and what it did: a registered policy loss per token
     (algos/losses.py, default PPO-clip), plus beta * k3 KL to the reference, minus an entropy
@@ -54,7 +55,9 @@ def policy_loss(
     its gradient, the bonus is `- entropy_coef * H`. `top_entropy` = rho < 1 trains only on the
     rho share of completion tokens with the highest entropy (the "forking" tokens, Wang et
     al. 2025, "the 80/20 rule"), the normaliser unchanged as in their objective; the share
-    is taken over this call's tokens.
+    is taken over this call's tokens. `sample_weights` [B, T] (detached) scale each token's
+    policy-gradient term: a rollout correction's importance weights (algos/correction.py),
+    0 where it masks a token out.
 
     Stats (over completion tokens): clip_fraction_low (A < 0, rho < 1-eps_low),
     clip_fraction_high (A > 0, rho > 1+eps_high), clip_fraction (either), ratio_mean, the
@@ -77,6 +80,10 @@ def policy_loss(
     keep = mask > 0
     weights = keep.to(logp.dtype)
     per_token = terms.loss
+    if sample_weights is not None:
+        if sample_weights.shape != logp.shape:
+            raise ValueError(f"sample_weights {tuple(sample_weights.shape)} must match logp {tuple(logp.shape)}")
+        per_token = per_token * sample_weights.detach().to(per_token.dtype)
     kl = None
     if ref_logp is not None:
         if ref_logp.shape != logp.shape:

@@ -27,22 +27,26 @@ RowsFinished = Callable[[list[list[int]]], list[bool]]
 
 
 def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float = 1.0,
-                  overwrite: bool = False) -> torch.Tensor:
+                  overwrite: bool = False, with_logprobs: bool = False):
     """One token id per row of `logits` [rows, vocab]: greedy (first argmax) at temperature 0,
     else an exact draw from softmax(logits / temperature), restricted to the nucleus when
     top_p < 1. Uniforms come from the default generator of the logits' device, so a seeded
     caller (the engine's `_seeded`) gets reproducible draws. `overwrite=True` lets float32
-    logits serve as scratch space (on CPU a fresh 64 x 151k buffer costs as much as the math)."""
+    logits serve as scratch space (on CPU a fresh 64 x 151k buffer costs as much as the math).
+
+    `with_logprobs`: also return each drawn token's log-prob under the distribution it was
+    drawn from (temperature applied; with top-p, the nucleus renormalised), from the same
+    weights and sums the draw used, so it costs a gather; greedy draws get 0 (a point mass)."""
     scores = logits.float()
     if temperature == 0:
-        return scores.argmax(dim=-1)
+        tokens = scores.argmax(dim=-1)
+        return (tokens, torch.zeros(tokens.shape, dtype=torch.float32, device=tokens.device)) if with_logprobs else tokens
     if not (overwrite and scores is logits):
         scores = scores.clone()
     if temperature != 1:
         scores.div_(temperature)
-    if top_p >= 1:
-        return _sample_full(scores)
-    return _sample_nucleus(scores, top_p)
+    tokens, logprobs = _sample_full(scores) if top_p >= 1 else _sample_nucleus(scores, top_p)
+    return (tokens, logprobs) if with_logprobs else tokens
 
 
 def nucleus_mask(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -83,18 +87,29 @@ def _sample_full(scores: torch.Tensor) -> torch.Tensor:
     in_vocab = offsets < vocab
     block_weights = weights.gather(1, offsets.clamp(max=vocab - 1)).masked_fill(~in_vocab, 0.0)
     inner_cdf = block_weights.double().cumsum(dim=-1)
-    return block * BLOCK + _invert(inner_cdf, inside * inner_cdf[:, -1], inner_cdf[:, -1])
+    tokens = block * BLOCK + _invert(inner_cdf, inside * inner_cdf[:, -1], inner_cdf[:, -1])
+    return tokens, _logprob(weights, tokens, block_cdf[:, -1])
 
 
-def _sample_nucleus(scores: torch.Tensor, top_p: float) -> torch.Tensor:
+def _sample_nucleus(scores: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-p: inverse CDF within the nucleus (one uniform per row)."""
     out = torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)
-    for rows, ids, cum, kept in _nucleus_rounds(_unnormalised_softmax(scores), top_p):
+    nucleus_mass = torch.empty(scores.shape[0], dtype=torch.float64, device=scores.device)
+    weights = _unnormalised_softmax(scores)
+    for rows, ids, cum, kept in _nucleus_rounds(weights, top_p):
         mass = cum.gather(1, (kept - 1)[:, None]).squeeze(1)
         u = torch.rand(len(rows), dtype=torch.float64, device=scores.device) * mass
         # Positions past the nucleus have cum >= mass > u: the search never reaches them.
         out[rows] = ids.gather(1, _invert(cum, u, mass)[:, None]).squeeze(1)
-    return out
+        nucleus_mass[rows] = mass
+    return out, _logprob(weights, out, nucleus_mass)
+
+
+def _logprob(weights: torch.Tensor, tokens: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
+    """log(w_token / mass) for unnormalised weights w = exp(score - max): the drawn token's
+    log-prob under the distribution of total `mass` it was drawn from (float64 ratio)."""
+    picked = weights.gather(1, tokens[:, None]).squeeze(1).double()
+    return (picked.log() - mass.log()).float()
 
 
 def _nucleus_rounds(weights: torch.Tensor, top_p: float) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -141,11 +156,12 @@ def _invert(cdf: torch.Tensor, u: torch.Tensor, total: torch.Tensor) -> torch.Te
 
 def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, temperature: float,
            top_p: float = 1.0, eos_ids: Sequence[int], pad_id: int,
-           rows_finished: RowsFinished | None = None) -> list[list[int]]:
+           rows_finished: RowsFinished | None = None, with_logprobs: bool = False):
     """Sample up to `max_new_tokens` after each prompt (token ids, left-padded into one batch)
     and return the new tokens of every row: through its eos (kept), up to the step where
     `rows_finished` (given the new tokens of the rows still running) says it is done, or
-    `max_new_tokens` long.
+    `max_new_tokens` long. `with_logprobs`: (tokens, log-probs), each token's log-prob under
+    the distribution it was drawn from (`sample_tokens`).
 
     The prompts are prefilled once, with the LM head on the last position only; then one
     token per step for the rows still running. A row that ends leaves the batch: the KV cache,
@@ -172,10 +188,12 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
     eos = set(eos_ids)
     live = list(range(len(prompts)))  # the original row of each batch row
     new_tokens: list[list[int]] = [[] for _ in prompts]
+    new_logprobs: list[list[float]] = [[] for _ in prompts]
     for step in range(max_new_tokens):
-        chosen = sample_tokens(logits, temperature, top_p, overwrite=True)
-        for row, token in zip(live, chosen.tolist()):
+        chosen, logprobs = sample_tokens(logits, temperature, top_p, overwrite=True, with_logprobs=True)
+        for row, token, logprob in zip(live, chosen.tolist(), logprobs.tolist()):
             new_tokens[row].append(token)
+            new_logprobs[row].append(logprob)
         if step == max_new_tokens - 1:
             break
         done = [new_tokens[row][-1] in eos for row in live]
@@ -197,7 +215,7 @@ def decode(model: Any, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
         logits = model(input_ids=chosen[:, None], attention_mask=attention, position_ids=next_position[:, None],
                        use_cache=True, **{cache_arg: cache}).logits[:, -1]
         next_position = next_position + 1
-    return new_tokens
+    return (new_tokens, new_logprobs) if with_logprobs else new_tokens
 
 
 def compacted_order(done: Sequence[bool]) -> list[int]:

@@ -67,9 +67,10 @@ class TransformersEngine:
         with _eval_mode(self.model), torch.no_grad(), _seeded(params.seed, self._device()):
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start:start + self.batch_size]
-                tokens = (self._decode_chunk(chunk, params, stops) if self.decoder == "thinkrl"
-                          else self._generate_chunk(chunk, self._generation_config(params), stops))
-                out.extend(self._completion(index, ids, new, stops) for (index, ids), new in zip(chunk, tokens))
+                tokens, logprobs = (self._decode_chunk(chunk, params, stops) if self.decoder == "thinkrl"
+                                    else self._generate_chunk(chunk, self._generation_config(params), stops))
+                out.extend(self._completion(index, ids, new, lp, stops)
+                           for (index, ids), new, lp in zip(chunk, tokens, logprobs))
                 if self.on_batch is not None:
                     self.on_batch(len(out), len(rows))
         return out
@@ -103,17 +104,20 @@ class TransformersEngine:
         )
 
     def _decode_chunk(self, chunk: list[tuple[int, list[int]]], params: SamplingParams,
-                      stops: tuple[str, ...]) -> list[list[int]]:
-        """The new tokens of each row: through its eos, up to the stop string, or max_new_tokens."""
+                      stops: tuple[str, ...]) -> tuple[list[list[int]], list[list[float]]]:
+        """The new tokens of each row (through its eos, up to the stop string, or
+        max_new_tokens) and their log-probs under the distribution they were drawn from."""
         stop_check = _StopOnStrings(self.tokenizer, stops).finished if stops else None
         return decode(self.model, [ids for _, ids in chunk], max_new_tokens=params.max_new_tokens,
                       temperature=params.temperature, top_p=params.top_p, eos_ids=self.eos_ids,
-                      pad_id=self.pad_id, rows_finished=stop_check)
+                      pad_id=self.pad_id, rows_finished=stop_check, with_logprobs=True)
 
     def _generate_chunk(self, chunk: list[tuple[int, list[int]]], config: GenerationConfig,
-                        stops: tuple[str, ...]) -> list[list[int]]:
+                        stops: tuple[str, ...]) -> tuple[list[list[int]], list[list[float]]]:
         """The same with `model.generate`: finished rows are padded to the longest one (the
-        padding after eos or a stop string is cut by `_completion`)."""
+        padding after eos or a stop string is cut by `_completion`). Its scores are the
+        logits after temperature and top-p (-inf outside the nucleus), so their log-softmax is
+        the distribution each token was drawn from."""
         device = self._device()
         width = max(len(ids) for _, ids in chunk)
         input_ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
@@ -123,13 +127,18 @@ class TransformersEngine:
                 input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
                 attention[row, width - len(ids):] = 1
         criteria = StoppingCriteriaList([_StopOnStrings(self.tokenizer, stops, width)]) if stops else None
-        sequences = self.model.generate(
+        out = self.model.generate(
             input_ids=input_ids.to(device), attention_mask=attention.to(device),
-            generation_config=config, stopping_criteria=criteria,
+            generation_config=config, stopping_criteria=criteria, output_scores=True, return_dict_in_generate=True,
         )
-        return sequences[:, width:].tolist()
+        tokens = out.sequences[:, width:]
+        if not config.do_sample:  # greedy: a point mass
+            return tokens.tolist(), torch.zeros(tokens.shape).tolist()
+        logprobs = torch.stack([torch.log_softmax(step.float(), dim=-1).gather(1, tokens[:, t, None]).squeeze(1)
+                                for t, step in enumerate(out.scores)], dim=1)
+        return tokens.tolist(), logprobs.tolist()
 
-    def _completion(self, prompt_index: int, prompt_ids: list[int], tokens: list[int],
+    def _completion(self, prompt_index: int, prompt_ids: list[int], tokens: list[int], logprobs: list[float],
                     stops: tuple[str, ...]) -> Completion:
         eos_at = next((i for i, t in enumerate(tokens) if t in self.eos_ids), None)
         if eos_at is not None:
@@ -148,7 +157,7 @@ class TransformersEngine:
             ids = ids[:self._tokens_covering(text_ids, cut, stops)]
             reason = "stop"
         return Completion(prompt_index=prompt_index, text=text, prompt_ids=list(prompt_ids),
-                          completion_ids=ids, finish_reason=reason)
+                          completion_ids=ids, logprobs=logprobs[:len(ids)], finish_reason=reason)
 
     def _tokens_covering(self, ids: list[int], cut: int, stops: tuple[str, ...]) -> int:
         """The fewest leading tokens whose text already holds the first stop string (ending at `cut`)."""

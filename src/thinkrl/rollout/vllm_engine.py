@@ -131,7 +131,7 @@ def vllm_sampling_params(vllm: Any, params: SamplingParams, seed: int | None) ->
         top_k=-1, min_p=0.0, repetition_penalty=1.0, seed=seed, stop=list(params.stop) or None,
         include_stop_str_in_output=True,  # keep `</answer>` visible to the format reward
         skip_special_tokens=False,  # <think> may be a special token; the format reward must see it
-        logprobs=0,  # the sampled token's log-prob only (informative; never used in the ratio)
+        logprobs=0,  # the sampled token's log-prob (processed_logprobs: after temperature and top-p)
     )
 
 
@@ -190,6 +190,9 @@ class VLLMEngine:
             "gpu_memory_utilization": cfg.gpu_memory_utilization, "tensor_parallel_size": cfg.tensor_parallel_size,
             "max_model_len": cfg.max_model_len, "enforce_eager": cfg.enforce_eager,
             "enable_sleep_mode": cfg.enable_sleep_mode, "enable_prefix_caching": cfg.enable_prefix_caching,
+            # log-probs of the distribution actually sampled (after temperature and top-p), which
+            # the mismatch correction needs; vLLM's default is the raw model's
+            "logprobs_mode": "processed_logprobs",
         }
         if launched_processes() > 1:
             # Under `accelerate launch` each training process hosts its own engine on its GPU,

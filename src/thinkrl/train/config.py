@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from thinkrl.algos import ADVANTAGES, AGGREGATIONS, LOSSES
+from thinkrl.algos import ADVANTAGES, AGGREGATIONS, CORRECTIONS, LOSSES
 from thinkrl.config import Config
 from thinkrl.data.config import TrainDataConfig
 from thinkrl.rewards import RewardTerm, r1_zero_spec
@@ -98,6 +98,26 @@ class AlgoConfig(Config):
     curriculum_weight: float = Field(0.1, ge=0, le=1, description="sampling weight of a prompt last seen always or "
                                      "never solved, against 1 for the others (0: never again)")
     control: Literal["none", "shuffle"] = Field("none", description="shuffle: permute rewards within each group (a control that must not learn)")
+    rollout_correction: str = Field("auto", description="train/inference mismatch correction (algos/correction.py): "
+                                    "none, token_tis, sequence_mask, geometric_mask; auto: none when the trainer's "
+                                    "own model samples (transformers engine), token_tis for any other engine")
+    rollout_correction_options: dict[str, Any] = Field({}, description="options of the correction, e.g. {cap: 2.0} "
+                                                       "for token_tis, {low: 0.99, high: 1.01} for geometric_mask")
+
+    @field_validator("rollout_correction")
+    @classmethod
+    def _known_correction(cls, name: str) -> str:
+        return name if name == "auto" else _known(CORRECTIONS, name)
+
+    @field_validator("rollout_correction_options")
+    @classmethod
+    def _correction_options(cls, options: dict, info: ValidationInfo) -> dict:
+        name = info.data.get("rollout_correction")
+        if name == "auto" and options:
+            raise ValueError("name the correction these options are for (algo.rollout_correction), not auto")
+        if name not in (None, "auto"):
+            CORRECTIONS.check_options(name, options)
+        return options
 
     @field_validator("advantage")
     @classmethod
@@ -281,6 +301,13 @@ class GRPOConfig(Config):
             raise ValueError(f"algo.curriculum_reward={name!r} is not a reward term of this run "
                              f"(rewards: {', '.join(dict.fromkeys(names))})")
         return self
+
+    def rollout_correction(self) -> str:
+        """The correction this run applies: auto is none when the trainer's own model samples
+        (nothing to correct but float rounding), token_tis for vLLM or an endpoint."""
+        if self.algo.rollout_correction != "auto":
+            return self.algo.rollout_correction
+        return "none" if self.rollout.engine == "transformers" else "token_tis"
 
     def pass_reward(self) -> str:
         """The reward term a prompt's pass rate is read from (the curriculum's)."""

@@ -62,15 +62,15 @@ def reduce_weighted(accelerator, totals: dict[str, float], weight: float) -> dic
     return {k: float(v) / denominator for k, v in zip(keys, packed[:-1].tolist())}
 
 
-def max_over_processes(accelerator, value: int) -> int:
-    """The largest `value` any process holds (every process must call it)."""
+def max_over_processes(accelerator, value: int | float) -> int | float:
+    """The largest `value` any process holds (every process must call it), of value's type."""
     if accelerator is None or accelerator.num_processes == 1:
         return value
     import torch.distributed as dist
 
-    packed = torch.tensor([value], device=accelerator.device)
+    packed = torch.tensor([value], device=accelerator.device, dtype=torch.float64 if isinstance(value, float) else None)
     dist.all_reduce(packed, op=dist.ReduceOp.MAX)
-    return int(packed)
+    return type(value)(packed.item())
 
 
 def check_launch(accelerator, lora: bool = False) -> None:

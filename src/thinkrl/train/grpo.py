@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from thinkrl.algos import ADVANTAGES, AGGREGATIONS, adapt_entropy_coef, policy_loss
+from thinkrl.algos import ADVANTAGES, AGGREGATIONS, CORRECTIONS, adapt_entropy_coef, policy_loss
+from thinkrl.algos.correction import mismatch_stats
 from thinkrl.data.loaders import load_examples
 from thinkrl.data.templates import prompt_prefills_think, render_prompt
 from thinkrl.errors import ConfigError
@@ -34,6 +35,7 @@ from thinkrl.train.policy import (
     frozen_logprobs,
     packs_rows,
     policy_logprobs,
+    sampler_logprobs,
 )
 from thinkrl.train.progress import StepProgress, end_line, say, start_line
 from thinkrl.train.rollouts import (
@@ -201,7 +203,8 @@ def load_prompts(cfg: GRPOConfig, tokenizer, model_config=None) -> tuple[list, l
 def build_engine(model, tokenizer, cfg: GRPOConfig):
     """The rollout engine. The transformers engine samples from the training model itself;
     vLLM holds its own copy of the weights, synced after every update. Either way the ratio
-    uses log-probs the trainer recomputes, never the engine's (train/inference mismatch)."""
+    uses log-probs the trainer recomputes; the engine's own (of the distribution it drew
+    from) measure the train/inference mismatch and weight the loss (algo.rollout_correction)."""
     if cfg.rollout.engine == "vllm":
         from thinkrl.models import resolve_model_path
         from thinkrl.rollout.vllm_engine import VLLMEngine
@@ -327,6 +330,9 @@ def update_policy(accelerator, model, reference, optimizer, scheduler, rollout: 
     entropy_grad = entropy_coef > 0
     per_token_unit = AGGREGATIONS.meta(cfg.algo.aggregation)["unit"] == "tokens"
     loss_options = cfg.algo.loss_call_options()
+    correction, correction_options = cfg.rollout_correction(), cfg.algo.rollout_correction_options
+    sampler_logp = sampler_logprobs(batch, rollout.completions)
+    ratio_max, masked_rows, corrected_rows = 0.0, 0.0, 0
     model.train()
     generator = torch.Generator().manual_seed(cfg.run.seed + len(batch))
     totals: dict[str, float] = {}
@@ -353,17 +359,27 @@ def update_policy(accelerator, model, reference, optimizer, scheduler, rollout: 
                                                     chunk_tokens=chunk_tokens, entropy_grad=entropy_grad)
                     old = old_logp[index, :width] if old_logp is not None else logp.detach()
                     ref = ref_logp[index, :width] if ref_logp is not None else None
+                    weights, mismatch = None, {}
+                    if sampler_logp is not None:  # the engine's own log-probs: how far off-policy, and the fix
+                        sampled = sampler_logp[index, :width]
+                        weights = CORRECTIONS.call(correction, correction_options, old_logp=old,
+                                                   sampler_logp=sampled, mask=part.loss_mask)
+                        mismatch = mismatch_stats(old, sampled, part.loss_mask, weights)
+                        ratio_max = max(ratio_max, mismatch.pop("mismatch/ratio_max"))
+                        masked_rows += mismatch.pop("mismatch/masked_sequence_share") * len(index)
+                        corrected_rows += len(index)
                     loss, stats = policy_loss(logp, old, advantages[index], part.loss_mask, ref_logp=ref,
                                               beta=cfg.algo.beta, aggregation=cfg.algo.aggregation,
                                               max_len_norm=cfg.rollout.max_new_tokens, loss=cfg.algo.loss,
                                               loss_options=loss_options, entropy=entropy,
-                                              entropy_coef=entropy_coef, top_entropy=cfg.algo.top_entropy)
+                                              entropy_coef=entropy_coef, top_entropy=cfg.algo.top_entropy,
+                                              sample_weights=weights)
                     tokens = float(part.loss_mask.sum())
                     # Micro-batch losses are means over their own rows or tokens; weighting them
                     # by their share makes the accumulated gradient that of the whole update batch.
                     weight = tokens / update_tokens if per_token_unit else len(index) / len(update_index)
                     accelerator.backward(loss * weight)
-                stats = dict(stats)
+                stats = {**stats, **mismatch}
                 stats["loss"] = float(loss.detach())
                 stats["entropy"] = float((entropy.detach() * part.loss_mask).sum() / part.loss_mask.sum().clamp(min=1))
                 for key, value in stats.items():
@@ -376,6 +392,11 @@ def update_policy(accelerator, model, reference, optimizer, scheduler, rollout: 
             optimizer.zero_grad(set_to_none=True)
     out = reduce_weighted(accelerator, totals, seen_tokens)
     out["grad_norm"] = sum(grad_norms) / len(grad_norms)
+    if sampler_logp is not None:  # every process has one: the engine is the same kind everywhere
+        out["mismatch/ratio_max"] = max_over_processes(accelerator, float(ratio_max))
+        rows = accelerator.reduce(torch.tensor([masked_rows, corrected_rows], dtype=torch.float64, device=device),
+                                  reduction="sum")
+        out["mismatch/masked_sequence_share"] = float(rows[0] / rows[1].clamp(min=1))
     return out
 
 

@@ -54,6 +54,16 @@ def build_policy_batch(completions: list[Completion], pad_id: int) -> PolicyBatc
     return PolicyBatch(input_ids, attention, loss_mask)
 
 
+def sampler_logprobs(batch: PolicyBatch, completions: list[Completion]) -> torch.Tensor | None:
+    """[B, T-1] the engine's log-prob of each completion token (under the distribution it drew
+    from), laid out like `policy_logprobs`; None when any completion lacks them."""
+    if any(c.logprobs is None or len(c.logprobs) != len(c.completion_ids) for c in completions):
+        return None
+    values = torch.tensor([lp for c in completions for lp in c.logprobs], dtype=torch.float32)
+    out = torch.zeros(batch.loss_mask.shape, dtype=torch.float32)
+    return out.masked_scatter(batch.loss_mask.bool().cpu(), values).to(batch.loss_mask.device)
+
+
 def policy_logprobs(model, batch: PolicyBatch, temperature: float, with_entropy: bool = False,
                     chunk_tokens: int | None = None, pack: bool | None = None, entropy_grad: bool = False):
     """[B, T-1] log-probs of each completion token under `model` (0 elsewhere), divided by
