@@ -147,7 +147,7 @@ def test_the_real_commands_wrong_shapes():
     from thinkrl.train.config import GRPOConfig
 
     assert _error(["rollout=16"], ZeroConfig) == ("config field 'rollout': expected a mapping of fields such as "
-                                                  "{prompts_per_step: 16, group_size: 16} (got 16)")
+                                                  "{batch_size: 256, prompts_per_step: 16} (got 16)")
     assert _error(["rewards=accuracy"], GRPOConfig) == ("config field 'rewards': expected a list like "
                                                         "[{name: accuracy, weight: 1.0}] (got 'accuracy')")
     assert _error(["data.split=[a]"], GRPOConfig) == "config field 'data.split': expected a string such as train (got [a])"

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from thinkrl.errors import ThinkrlError
-from thinkrl.rollout.base import SamplingParams
-from thinkrl.rollout.vllm_engine import NEEDS_VLLM, VLLMConfig, VLLMEngine, merged_weights, vllm_weight_name
+from thinkrl.rollout.base import SamplingParams, holds_own_weights
+from thinkrl.rollout.vllm_engine import NEEDS_VLLM, VLLMConfig, VLLMEngine
 from thinkrl.rollout.vllm_server import TransformersBackend, serve
+from thinkrl.rollout.weights import base_weight_name, merged_weights
 
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 HAVE_GPU_VLLM = HAVE_VLLM and torch.cuda.is_available()
@@ -43,7 +44,7 @@ def test_colocate_without_vllm_is_one_clear_line(tiny_random_model):
     ("base_model.model.lm_head.original_module.weight", None),
 ])
 def test_weight_names_are_the_base_checkpoints(key, expected):
-    assert vllm_weight_name(key) == expected
+    assert base_weight_name(key) == expected
 
 
 def _lora_policy(folder):
@@ -97,7 +98,7 @@ def test_weights_travel_to_a_server_in_its_dtype(tiny_random_model, monkeypatch)
 
     bodies = []
     monkeypatch.setattr(ServerClient, "request", lambda self, method, route, data=None, content_type=None:
-                        bodies.append(data) or {"loaded": 1})
+                        bodies.append(data) or {"loaded": len(load(data))})
     model = AutoModelForCausalLM.from_pretrained(tiny_random_model, dtype=torch.float32)
     with merged_weights(model) as items:
         ServerClient("http://unused", 1).update_weights(items, torch.bfloat16)
@@ -124,6 +125,7 @@ def test_server_mode_generates_syncs_weights_sleeps_and_wakes(rollout_server, ti
     url, backend = rollout_server
     engine = VLLMEngine("unused-in-server-mode", VLLMConfig(mode="server", server_url=url, server_timeout_s=30))
     assert engine.weights_dtype == "float32"  # the server's (CPU, fp32), not the bf16 of VLLMConfig
+    assert holds_own_weights(engine) and not holds_own_weights(backend.engine)  # the trainer syncs it, not that
     greedy = SamplingParams(n=2, max_new_tokens=8, temperature=0.0)
     first = engine.generate(PROMPTS, greedy)
     assert [c.prompt_index for c in first] == [0, 0, 1, 1]
@@ -137,7 +139,7 @@ def test_server_mode_generates_syncs_weights_sleeps_and_wakes(rollout_server, ti
         for param in policy.parameters():
             param.add_(torch.randn_like(param) * 0.5)
     sent = engine.sync_weights(policy)
-    assert sent == len(policy.state_dict())
+    assert sent == sum(t.numel() * t.element_size() for t in policy.state_dict().values())  # bytes, fp32
     after = engine.generate(PROMPTS, greedy)
     assert [c.completion_ids for c in after] != [c.completion_ids for c in first]
     torch.testing.assert_close(backend.model.state_dict()["model.norm.weight"], policy.state_dict()["model.norm.weight"])
@@ -251,12 +253,73 @@ def test_vllm_sync_weights_changes_outputs_and_sleep_wake_keeps_them(colocated):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
-def test_grpo_with_the_vllm_engine_and_no_vllm_is_a_one_line_error(tiny_random_model, tmp_path):
+@pytest.mark.parametrize(("command", "field"), [("grpo", "rollout.engine"), ("eval", "eval.engine"),
+                                                ("sample", "engine")])
+def test_every_sampling_command_with_the_vllm_engine_and_no_vllm_is_a_one_line_error(tiny_random_model, tmp_path,
+                                                                                      command, field):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "thinkrl.cli", "grpo", "--set", "rollout.engine=vllm",
+    proc = subprocess.run([sys.executable, "-m", "thinkrl.cli", command, "--set", f"{field}=vllm",
                            "--set", f"model.name={tiny_random_model}", "--set", f"run.output_dir={tmp_path}"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "pip install 'thinkrl[vllm]'" in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
+
+
+def test_server_sync_goes_in_bounded_buckets_and_skips_what_cannot_change(rollout_server, tiny_random_model,
+                                                                          monkeypatch):
+    """A LoRA policy: the first sync sends everything, later ones only the weights the merge
+    rewrites (the adapted modules), each request at most one bucket (a bigger tensor alone)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from thinkrl.rollout.vllm_engine import ServerClient
+
+    url, backend = rollout_server
+    bucket_mb = 0.01  # 10 KiB: the tiny model's embedding goes alone, small tensors share a request
+    engine = VLLMEngine("unused", VLLMConfig(mode="server", server_url=url, server_timeout_s=30,
+                                             sync_bucket_mb=bucket_mb))
+    bodies = []
+    request = ServerClient.request
+
+    def counting(self, method, route, data=None, content_type=None):
+        if route == "/update_weights":
+            bodies.append(len(data))
+        return request(self, method, route, data, content_type)
+
+    monkeypatch.setattr(ServerClient, "request", counting)
+    base = AutoModelForCausalLM.from_pretrained(tiny_random_model)
+    policy = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    first = engine.sync_weights(policy)
+    assert len(bodies) > 3
+    largest = max(t.numel() * t.element_size() for t in AutoModelForCausalLM.from_pretrained(
+        tiny_random_model).state_dict().values())
+    assert max(bodies) < max(bucket_mb * 2**20, largest) + 4096  # the safetensors header is small
+    bodies.clear()
+    with torch.no_grad():
+        for name, param in policy.named_parameters():
+            if "lora_B" in name:
+                param.add_(0.5)
+    second = engine.sync_weights(policy)
+    assert 0 < second < first / 4, (second, first)
+    with _merged(policy):
+        want = {k.replace("base_model.model.", "").replace(".base_layer", ""): v.clone()
+                for k, v in policy.state_dict().items() if ".lora_" not in k}
+    served = backend.model.state_dict()
+    for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.v_proj.weight",
+                 "model.layers.0.mlp.up_proj.weight"):
+        torch.testing.assert_close(served[name], want[name])
+
+
+class _merged:
+    """The policy with its adapter merged in, for the duration."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.model.merge_adapter()
+
+    def __exit__(self, *exc):
+        self.model.unmerge_adapter()

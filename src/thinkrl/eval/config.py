@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from thinkrl.config import Config
 from thinkrl.data.config import DataConfig
+from thinkrl.rollout.engines import EngineConfig
 from thinkrl.sections import InferenceModelConfig, OutputRunConfig
 
 
@@ -24,13 +25,13 @@ class EvalRunConfig(OutputRunConfig):
     output_dir: str = Field("runs/eval", description="folder for metrics.json, samples.jsonl and config.yaml")
 
 
-class EvalSettings(Config):
+class EvalSettings(EngineConfig):
     k: int = Field(4, ge=0, description="samples per question for pass@1 and cons@k (paper: 4 to 64; 0: greedy only)")
     temperature: float = Field(0.6, ge=0, description="sampling temperature for the k samples (paper: 0.6)")
     top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling for the k samples (paper: 0.95)")
     greedy: bool = Field(True, description="also grade one greedy answer per question (greedy accuracy)")
     max_new_tokens: int = Field(128, ge=1, description="response length cap; longer ones count as truncated")
-    batch_size: int = Field(64, ge=1, description="sequences per generate call")
+    batch_size: int = Field(64, ge=1, description="sequences per generate call (transformers engine)")
     seed: int = Field(0, description="sampling seed (same seed, same samples)")
     stop: list[str] = Field([], description="stop strings: a response ends after the first one (kept in the text)")
     prefill: str = Field("", description="text appended to every prompt, e.g. '<think>' to force the scratchpad")

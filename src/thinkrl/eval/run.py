@@ -9,8 +9,8 @@ from thinkrl.data.loaders import load_examples
 from thinkrl.eval.config import EvalConfig
 from thinkrl.eval.evaluate import EvalResult, evaluate
 from thinkrl.eval.report import print_table, write_results
-from thinkrl.models import load_model, load_tokenizer
-from thinkrl.rollout.transformers_engine import TransformersEngine
+from thinkrl.models import load_tokenizer
+from thinkrl.rollout.engines import make_engine
 from thinkrl.sections import resolve_device, set_torch_threads
 
 __all__ = ["evaluate", "run_eval"]
@@ -20,9 +20,10 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     """Evaluate `cfg.model` on `cfg.data`; writes config.yaml, metrics.json and samples.jsonl."""
     set_torch_threads(cfg.run.torch_threads)
     tokenizer = load_tokenizer(cfg.model.name)
-    model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=resolve_device(cfg.model.device))
     examples = load_examples(cfg.data)
-    engine = TransformersEngine(model, tokenizer, batch_size=cfg.eval.batch_size)
+    device = resolve_device(cfg.model.device) if cfg.eval.engine == "transformers" else None
+    engine = make_engine(cfg.eval, cfg.model.name, tokenizer=tokenizer, seed=cfg.eval.seed, dtype=cfg.model.dtype,
+                         device=device)
     result = evaluate(engine, tokenizer, examples, cfg.eval, template=cfg.data.template,
                       system_prompt=cfg.data.system_prompt, on_long_prompt=cfg.data.on_long_prompt)
     folder = write_results(result, cfg.run.output_dir)

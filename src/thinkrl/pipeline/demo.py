@@ -25,9 +25,9 @@ from thinkrl.errors import ConfigError
 from thinkrl.eval.config import EvalSettings
 from thinkrl.eval.evaluate import EvalMetrics, evaluate
 from thinkrl.eval.report import write_results
-from thinkrl.models import TINY_NAME, load_model, load_tokenizer
+from thinkrl.models import TINY_NAME, load_tokenizer
 from thinkrl.rewards import r1_zero_spec
-from thinkrl.rollout.transformers_engine import TransformersEngine
+from thinkrl.rollout.engines import make_engine
 from thinkrl.sections import OutputRunConfig, set_torch_threads
 from thinkrl.train.config import AlgoConfig, GRPOConfig, ModelConfig, OptimConfig, RolloutConfig, RunConfig
 from thinkrl.train.grpo import train_grpo
@@ -154,9 +154,8 @@ def full_ignores(cfg: DemoConfig) -> list[str]:
 
 def _evaluate(model_name: str, examples, settings: EvalSettings, folder: Path) -> EvalMetrics:
     tokenizer = load_tokenizer(model_name)
-    model = load_model(model_name)
-    result = evaluate(TransformersEngine(model, tokenizer, batch_size=settings.batch_size), tokenizer, examples,
-                      settings, template=TEMPLATE)
+    result = evaluate(make_engine(settings, model_name, tokenizer=tokenizer), tokenizer, examples, settings,
+                      template=TEMPLATE)
     write_results(result, folder)
     return result.metrics
 

@@ -16,15 +16,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from thinkrl.config import Config
 from thinkrl.data.config import TrainDataConfig
 from thinkrl.data.example import Example
 from thinkrl.errors import ConfigError, ThinkrlError
@@ -44,6 +42,7 @@ from thinkrl.pipeline.sample_output import (
 from thinkrl.rewards.judge import JudgeConfig
 from thinkrl.rewards.spec import RewardTerm
 from thinkrl.rollout.base import Completion, RolloutEngine, SamplingParams, derived_seed
+from thinkrl.rollout.engines import EndpointConfig, EngineConfig, make_engine
 from thinkrl.sections import InferenceModelConfig, OutputRunConfig, resolve_device, set_torch_threads
 
 
@@ -52,19 +51,6 @@ class SampleDataConfig(TrainDataConfig):
     held-out split out)."""
 
     task_size: int = Field(256, ge=1, description="number of problems drawn from a task: source")
-
-
-class EndpointConfig(Config):
-    """An OpenAI-compatible server to sample from (a teacher for distillation, vLLM, `thinkrl serve`)."""
-
-    base_url: str = Field("http://127.0.0.1:8000/v1", description="server address, ending in /v1")
-    model: str = Field("thinkrl/tiny", description="model id the server knows the model by")
-    mode: Literal["completions", "chat"] = Field(
-        "completions", description="completions: send the rendered prompt as is; chat: send it as one user "
-        "message and let the server apply the model's chat template"
-    )
-    max_concurrency: int = Field(8, ge=1, description="requests in flight at once")
-    api_key_env: str | None = Field(None, description="environment variable holding the API key (null: no key)")
 
 
 class SampleModelConfig(InferenceModelConfig):
@@ -78,7 +64,7 @@ class SampleRunConfig(OutputRunConfig):
     seed: int = Field(0, description="sampling seed; each shard's seed derives from it and the shard number")
 
 
-class SampleConfig(Config):
+class SampleConfig(EngineConfig):
     """Rejection sampling into an SFT dataset: what to sample from, how, and what to keep."""
 
     renamed: ClassVar[dict[str, str]] = {
@@ -103,7 +89,7 @@ class SampleConfig(Config):
     filters: FilterConfig = Field(FilterConfig(), description="readability filters")
     decontam: DecontamConfig = Field(DecontamConfig(), description="evaluation sets to keep out of the data")
     chunk_size: int = Field(64, ge=1, description="prompts per shard (the unit of resuming)")
-    batch_size: int = Field(64, ge=1, description="sequences per generate call (checkpoint sampling only)")
+    batch_size: int = Field(64, ge=1, description="sequences per generate call (transformers engine)")
     run: SampleRunConfig = SampleRunConfig()
     overwrite: bool = Field(False, description="start over when run.output_dir holds a run with a different config")
 
@@ -270,22 +256,9 @@ shard_seed = derived_seed  # a shard's sampling seed depends only on (seed, shar
 
 
 def build_engine(cfg: SampleConfig) -> RolloutEngine:
-    """The engine cfg names: the endpoint if set, else transformers over the checkpoint."""
-    if cfg.endpoint is not None:
-        from thinkrl.rollout.openai_engine import OpenAIEngine
-
-        ep = cfg.endpoint
-        api_key = None
-        if ep.api_key_env:
-            api_key = os.environ.get(ep.api_key_env)
-            if not api_key:
-                raise ConfigError(f"endpoint.api_key_env names ${ep.api_key_env}, which is not set")
-        return OpenAIEngine(ep.base_url, ep.model, api_key=api_key, mode=ep.mode, max_concurrency=ep.max_concurrency)
-    from thinkrl.models import load_model, load_tokenizer
-    from thinkrl.rollout.transformers_engine import TransformersEngine
-
-    model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=resolve_device(cfg.model.device))
-    return TransformersEngine(model, load_tokenizer(cfg.model.name), batch_size=cfg.batch_size)
+    """The engine cfg names: the endpoint if set, else transformers or vLLM over the checkpoint."""
+    return make_engine(cfg, cfg.model.name, endpoint=cfg.endpoint, seed=cfg.run.seed, dtype=cfg.model.dtype,
+                       device=resolve_device(cfg.model.device) if cfg.engine == "transformers" else None)
 
 
 def _build_judge(judge_cfg: JudgeConfig) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 def derived_seed(seed: int, index: int) -> int:
@@ -50,3 +50,27 @@ class RolloutEngine(Protocol):
     def generate(self, prompts: list[str], params: SamplingParams) -> list[Completion]:
         """Return len(prompts) * params.n completions, grouped by prompt in order."""
         ...
+
+
+@runtime_checkable
+class WeightHoldingEngine(RolloutEngine, Protocol):
+    """An engine with its own copy of the policy's weights (vLLM, colocated or a server): the
+    trainer pushes every update into it and lends it the accelerator's memory in turns."""
+
+    def sync_weights(self, model: Any) -> int:
+        """Load the policy's current weights; returns the bytes sent."""
+        ...
+
+    def sleep(self) -> None:
+        """Free memory (KV cache, maybe weights) while the trainer needs it."""
+        ...
+
+    def wake_up(self, tags: tuple[str, ...] = ("weights", "kv_cache")) -> None:
+        """Take the memory back before generating."""
+        ...
+
+
+def holds_own_weights(engine: Any) -> bool:
+    """True for an engine that samples from its own copy of the weights (so it must be
+    synced), False for one that samples from the training model itself."""
+    return isinstance(engine, WeightHoldingEngine)

@@ -21,8 +21,6 @@ import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Literal
 
 from pydantic import Field
@@ -31,6 +29,7 @@ from thinkrl.config import Config
 from thinkrl.errors import ThinkrlError
 from thinkrl.processes import is_main_launched_process, launched_processes
 from thinkrl.rollout.base import Completion, SamplingParams, derived_seed
+from thinkrl.rollout.weights import buckets, changing_weight_names, merged_weights, tensor_bytes
 
 NEEDS_VLLM = "rollout.engine=vllm needs vLLM: pip install 'thinkrl[vllm]' (a CUDA machine)"
 NEEDS_CUDA = "rollout.engine=vllm needs a CUDA GPU and none is visible; use rollout.engine=transformers on this machine"
@@ -58,6 +57,8 @@ class VLLMConfig(Config):
     server_url: str = Field("http://127.0.0.1:8000", description="server mode: base URL of `thinkrl vllm-serve`")
     server_timeout_s: float = Field(600.0, gt=0, description="server mode: how long to wait for the server to "
                                     "come up and for one request to finish")
+    sync_bucket_mb: float = Field(256.0, gt=0, description="server mode: weights travel in requests of at most this "
+                                  "many MiB (a larger tensor goes alone), so no side holds a second whole copy")
 
 
 def require_vllm() -> Any:
@@ -77,49 +78,6 @@ def require_cuda() -> None:
 
 
 # ------------------------------------------------------------------- weights, as vLLM names them
-
-def vllm_weight_name(name: str) -> str | None:
-    """The Hugging Face name vLLM's `load_weights` expects for one state_dict key of the
-    trained model, or None for a tensor vLLM must not receive (LoRA factors, peft's copy of
-    an original module). Strips the wrappers: DDP `module.`, torch.compile `_orig_mod.`,
-    peft `base_model.model.` and `.base_layer`, `modules_to_save.default`."""
-    for prefix in ("module.", "_orig_mod.", "base_model.model."):
-        name = name.removeprefix(prefix)
-    if ".lora_" in name or ".original_module." in name:
-        return None
-    return name.replace(".base_layer.", ".").replace(".modules_to_save.default.", ".")
-
-
-@contextmanager
-def merged_weights(model: Any, dtype: Any = None) -> Iterator[list[tuple[str, Any]]]:
-    """(name, tensor) pairs of the policy with any LoRA adapter merged in, named as the base
-    checkpoint names them. The adapter is merged in place for the duration and unmerged on
-    exit (no second copy of a 7B model); pass the model unwrapped (accelerator.unwrap_model).
-    Under FSDP2 every process must call it: the shards are gathered tensor by tensor, each
-    cast to `dtype` (vLLM's) as it comes, so the gathered copy of fp32 master weights costs
-    half as much in bf16. Unsharded tensors are passed as they are (views, no copy): vLLM
-    casts as it loads them."""
-    model = getattr(model, "_orig_mod", model)
-    is_peft = hasattr(model, "merge_adapter") and hasattr(model, "peft_config")
-    if is_peft:
-        model.merge_adapter()
-    try:
-        config = getattr(model, "config", None)
-        tied = bool(getattr(config, "tie_word_embeddings", False))
-        items = []
-        for key, tensor in model.state_dict().items():
-            name = vllm_weight_name(key)
-            # A tied head is the embedding: vLLM ties it itself and rejects a second copy.
-            if name is None or (tied and name == "lm_head.weight"):
-                continue
-            if hasattr(tensor, "full_tensor"):  # an FSDP2 shard (DTensor): gather it (collective)
-                tensor = tensor.full_tensor() if dtype is None else tensor.full_tensor().to(dtype)
-            items.append((name, tensor.detach()))
-        yield items
-    finally:
-        if is_peft:
-            model.unmerge_adapter()
-
 
 # ------------------------------------------------------------------- sampling, both ways
 
@@ -166,6 +124,7 @@ class VLLMEngine:
         self.seed = seed
         self._asleep: set[str] = set()
         self._weights_stale = False
+        self._synced_once = False  # after the first sync, only tensors that can change are sent
         self.weights_dtype = self.config.dtype  # what vLLM holds, so what sync_weights sends
         if self.config.mode == "server":
             self.client = ServerClient(self.config.server_url, self.config.server_timeout_s)
@@ -236,22 +195,31 @@ class VLLMEngine:
     # -- trainer hooks
     def sync_weights(self, model: Any) -> int:
         """Push the policy's current weights into vLLM (after every optimiser step). `model` is
-        the unwrapped policy; a peft model is merged for the copy. Returns tensors sent.
-        Every training process calls it: colocated, each syncs its own engine; in server mode
-        all take part in gathering FSDP shards, and the main process alone uploads (one server,
-        one copy)."""
+        the unwrapped policy; a peft model is merged for the copy. Returns the bytes sent.
+        After the first sync only tensors that training can change are sent (a LoRA run's
+        frozen base outside the adapted modules, persistent buffers: never again), unless a
+        level-2 sleep dropped the weights. Every training process calls it: colocated, each
+        syncs its own engine; in server mode all take part in gathering FSDP shards, and the
+        main process alone uploads (one server, one copy), in bounded requests."""
         import torch
 
         dtype = None if self.weights_dtype == "auto" else getattr(torch, self.weights_dtype)
-        with merged_weights(model, dtype) as items:
+        only = changing_weight_names(model) if self._synced_once and not self._weights_stale else None
+        with merged_weights(model, dtype, only=only) as items:
             if self.llm is None:
-                return self.client.update_weights(items, dtype) if is_main_launched_process() else 0
+                sent = self.client.update_weights(items, dtype, self._bucket_bytes()) if is_main_launched_process() else 0
+                self._synced_once = True
+                return sent
             self.wake_up(("weights",))
             self.load_weight_items(items)
         self._weights_stale = False
+        self._synced_once = True
         if self.config.enable_prefix_caching and hasattr(self.llm, "reset_prefix_cache"):
             self.llm.reset_prefix_cache()  # cached prefixes hold keys/values of the old weights
-        return len(items)
+        return sum(tensor_bytes(t, dtype) for _, t in items)
+
+    def _bucket_bytes(self) -> int:
+        return int(self.config.sync_bucket_mb * 2**20)
 
     def load_weight_items(self, items: list[tuple[str, Any]]) -> int:
         """Load (name, tensor) pairs into the model inside vLLM (also the server's entry point)."""
@@ -319,13 +287,20 @@ class ServerClient:
                                                "seed": params.seed, "stop": list(params.stop)}}
         return [Completion(**row) for row in self.post("/generate", body)["completions"]]
 
-    def update_weights(self, items: list[tuple[str, Any]], dtype: Any = None) -> int:
-        """Ship the weights as one safetensors body, in `dtype` (the server's) when given."""
+    def update_weights(self, items: list[tuple[str, Any]], dtype: Any = None, bucket_bytes: int = 256 * 2**20) -> int:
+        """Ship the weights as safetensors bodies of at most `bucket_bytes` each (a larger
+        tensor goes alone), in `dtype` (the server's) when given; only one bucket is ever
+        copied to CPU at a time. Returns the bytes of tensor data sent."""
         from safetensors.torch import save
 
-        tensors = {name: tensor.to("cpu", dtype).contiguous() for name, tensor in items}
-        answer = self.request("POST", "/update_weights", save(tensors), "application/octet-stream")
-        return int(answer["loaded"])
+        sent = 0
+        for bucket in buckets(items, bucket_bytes, dtype):
+            tensors = {name: tensor.to("cpu", dtype).contiguous() for name, tensor in bucket}
+            answer = self.request("POST", "/update_weights", save(tensors), "application/octet-stream")
+            if int(answer["loaded"]) != len(tensors):
+                raise ThinkrlError(f"the server loaded {answer['loaded']} of {len(tensors)} tensors")
+            sent += sum(t.numel() * t.element_size() for t in tensors.values())
+        return sent
 
     def post(self, route: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", route, json.dumps(body).encode(), "application/json")

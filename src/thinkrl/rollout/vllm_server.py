@@ -10,9 +10,10 @@ answers the trainer's `VLLMEngine(mode="server")` over plain HTTP + JSON:
                           Hugging Face checkpoint -> {"loaded": count}
     POST /sleep, /wake_up {"tags": [...]} -> {"ok": true}
 
-Weights travel whole on every sync (3 GB for a 1.5B model in bf16): fine on a datacenter
-network every step, the simple price of not sharing a NCCL group with the trainer. The
-routes are unauthenticated: bind to a private interface (the default is loopback).
+Weights travel in requests of at most `rollout.vllm.sync_bucket_mb` (neither side holds a
+second whole copy), all of them on the first sync and afterwards only those training can
+change (a LoRA run sends its adapted modules' merged weights, not the frozen rest): the
+simple price of not sharing a NCCL group with the trainer. The routes are unauthenticated: bind to a private interface (the default is loopback).
 `backend=transformers` serves the same routes from transformers `generate` on CPU, to try
 a setup end to end without a GPU.
 """

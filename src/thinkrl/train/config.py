@@ -17,7 +17,7 @@ from thinkrl.algos import ADVANTAGES, AGGREGATIONS, CORRECTIONS, LOSSES
 from thinkrl.config import Config
 from thinkrl.data.config import TrainDataConfig
 from thinkrl.rewards import RewardTerm, r1_zero_spec
-from thinkrl.rollout.vllm_engine import VLLMConfig
+from thinkrl.rollout.engines import EngineConfig
 
 
 class LoraConfig(Config):
@@ -39,16 +39,12 @@ class ModelConfig(Config):
     lora: LoraConfig = LoraConfig()
 
 
-class RolloutConfig(Config):
-    engine: Literal["transformers", "vllm"] = Field("transformers", description="rollout engine: transformers "
-                                                    "generate (CPU/GPU, default) or vLLM (GPU, pip install 'thinkrl[vllm]')")
-    vllm: VLLMConfig = Field(VLLMConfig(), description="vLLM engine settings (rollout.engine=vllm)")
+class RolloutConfig(EngineConfig):
     prompts_per_step: int = Field(16, ge=1, description="prompts sampled per RL step")
     group_size: int = Field(8, ge=2, description="completions per prompt (G); GRPO needs at least 2")
     max_new_tokens: int = Field(64, ge=1, description="completion length cap; longer ones count as truncated")
     temperature: float = Field(1.0, gt=0, description="rollout temperature (paper: 1.0)")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling for rollouts")
-    batch_size: int = Field(256, ge=1, description="sequences per generate call")
     reward_workers: int = Field(2, ge=0, description="worker processes for rewards that parse untrusted output "
                                 "(math, code), each call time-bounded; cheap checks run inline; 0: all in-process")
 

@@ -62,7 +62,7 @@ def reduce_weighted(accelerator, totals: dict[str, float], weight: float) -> dic
     return {k: float(v) / denominator for k, v in zip(keys, packed[:-1].tolist())}
 
 
-def max_over_processes(accelerator, value: int | float) -> int | float:
+def max_over_processes(accelerator, value: float) -> float:
     """The largest `value` any process holds (every process must call it), of value's type."""
     if accelerator is None or accelerator.num_processes == 1:
         return value

@@ -20,8 +20,8 @@ from thinkrl.data.templates import prompt_prefills_think, render_prompt
 from thinkrl.errors import ConfigError
 from thinkrl.processes import main_process_only
 from thinkrl.rewards.routing import NOT_APPLICABLE
-from thinkrl.rollout.base import SamplingParams
-from thinkrl.rollout.transformers_engine import TransformersEngine
+from thinkrl.rollout.base import SamplingParams, holds_own_weights
+from thinkrl.rollout.engines import make_engine
 from thinkrl.train.checkpoint import resume_checkpoint
 from thinkrl.train.config import GRPOConfig
 from thinkrl.train.curriculum import PassRates, group_pass_rates
@@ -118,16 +118,16 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
         for step in range(start_step + 1, cfg.run.steps + 1):
             t0 = time.perf_counter()
             # the transformers engine samples from the policy itself: under FSDP, from whole weights
-            with (unsharded(accelerator, model) if isinstance(engine, TransformersEngine) else contextlib.nullcontext(),
+            with (contextlib.nullcontext() if holds_own_weights(engine) else unsharded(accelerator, model),
                   accelerator.autocast()):
                 rollout = collect_rollout(engine, examples, prompts, order, step, cfg,
                                           rank=accelerator.process_index, world=world, curriculum=curriculum)
-            if hasattr(engine, "sleep"):  # vLLM frees its KV cache while the trainer needs the memory
+            if holds_own_weights(engine):  # vLLM frees its KV cache while the trainer needs the memory
                 engine.sleep()
             t1 = time.perf_counter()
             update_stats = update_policy(accelerator, model, reference, optimizer, scheduler, rollout,
                                          tokenizer.pad_token_id, cfg, entropy_coef=entropy_coef)
-            _sync(engine, accelerator.unwrap_model(model))
+            synced = _sync(engine, accelerator.unwrap_model(model))
             t2 = time.perf_counter()
             everything = gather_rollout(accelerator, rollout)
             metrics = step_metrics(everything, update_stats, gen_time_s=t1 - t0, train_time_s=t2 - t1,
@@ -135,6 +135,8 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
             if entropy_coef > 0 or cfg.algo.entropy_target is not None:
                 metrics["entropy_coef"] = entropy_coef
             metrics.update(rollout.extra.get("curriculum", {}))
+            if holds_own_weights(engine):
+                metrics["sync/bytes"] = synced
             if cfg.algo.entropy_target is not None:  # the coefficient the next step trains with
                 entropy_coef = adapt_entropy_coef(entropy_coef, update_stats["entropy"], cfg.algo.entropy_target,
                                                   cfg.algo.entropy_coef_step, cfg.algo.entropy_coef_max)
@@ -205,20 +207,15 @@ def build_engine(model, tokenizer, cfg: GRPOConfig):
     vLLM holds its own copy of the weights, synced after every update. Either way the ratio
     uses log-probs the trainer recomputes; the engine's own (of the distribution it drew
     from) measure the train/inference mismatch and weight the loss (algo.rollout_correction)."""
-    if cfg.rollout.engine == "vllm":
-        from thinkrl.models import resolve_model_path
-        from thinkrl.rollout.vllm_engine import VLLMEngine
-
-        tokenizer_path = resolve_model_path(cfg.model.tokenizer) if cfg.model.tokenizer else None  # vLLM takes a path
-        return VLLMEngine(resolve_model_path(cfg.model.name), cfg.rollout.vllm, tokenizer=tokenizer_path, seed=cfg.run.seed)
-    return TransformersEngine(model, tokenizer, batch_size=cfg.rollout.batch_size)
+    return make_engine(cfg.rollout, cfg.model.name, model=model, tokenizer=tokenizer,
+                       tokenizer_name=cfg.model.tokenizer, seed=cfg.run.seed)
 
 
-def _sync(engine, model) -> None:
-    """Push the updated weights into an engine that holds its own copy (vLLM). Every process
-    calls it: under FSDP each gathers the whole tensors from the shards."""
-    if hasattr(engine, "sync_weights"):
-        engine.sync_weights(model)
+def _sync(engine, model) -> int:
+    """Push the updated weights into an engine that holds its own copy (vLLM); returns the
+    bytes sent. Every process calls it: under FSDP each gathers the whole tensors from the
+    shards."""
+    return engine.sync_weights(model) if holds_own_weights(engine) else 0
 
 
 def collect_rollout(engine, examples, prompts, order: PromptOrder, step: int, cfg: GRPOConfig,
