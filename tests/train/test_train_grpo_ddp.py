@@ -84,6 +84,23 @@ def test_two_processes_match_one(tiny_random_model, one_process, tmp_path, shard
 
 
 @pytest.mark.slow
+def test_batch_whitened_advantages_under_a_launch_match_one_process(tiny_random_model, tmp_path):
+    """REINFORCE++-baseline whitens over the whole batch: two processes must whiten over both
+    shares, not each over its own, to train as one process does."""
+    settings = ["algo.advantage=reinforce_pp_baseline", "run.steps=2"]
+    one = tmp_path / "one"
+    proc = subprocess.run([sys.executable, str(SCRIPT), *overrides(tiny_random_model, one), *settings],
+                          check=False, capture_output=True, text=True, timeout=300, env=script_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = launch_two(SCRIPT, [*overrides(tiny_random_model, tmp_path / "two"), *settings], {}, "ddp")
+    assert two.returncode == 0, two.stderr[-3000:]
+    for a, b in zip(metrics(one), metrics(tmp_path / "two")):
+        assert a["reward/mean"] == pytest.approx(b["reward/mean"], abs=1e-6)
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+
+
+@pytest.mark.slow
 def test_fsdp_resumes_a_one_process_checkpoint(tiny_random_model, one_process, tmp_path):
     """Cut the one-process run back to its step-2 checkpoint and finish it under FSDP: the
     shards take the whole optimizer state, so step 3 lands where the unbroken run landed."""

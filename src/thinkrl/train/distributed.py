@@ -93,3 +93,21 @@ def check_launch(accelerator, lora: bool = False) -> None:
     if lora:
         raise ConfigError("LoRA under FSDP is not supported: launch LoRA runs with configs/accelerate/ddp.yaml "
                           "(the frozen base needs no optimizer state); FSDP is for full fine-tuning")
+
+
+def global_advantages(accelerator, rollout: Rollout, advantage: str, options: dict) -> torch.Tensor:
+    """This process's advantages computed over the whole launch's batch: the batch-level
+    estimators (REINFORCE++ whitening, GRPO's batch std) then see every process's rewards,
+    as one process with the same global batch would. Every process holds as many rows, so
+    its share is a slice of the rank-ordered whole; group estimators give the same numbers
+    either way."""
+    from accelerate.utils import gather_object
+
+    from thinkrl.algos import ADVANTAGES
+
+    rewards = torch.tensor(gather_object(rollout.rewards.tolist()), dtype=torch.float32)
+    lengths = torch.tensor(gather_object([float(len(c.completion_ids)) for c in rollout.completions]))
+    everyone = ADVANTAGES.call(advantage, options, rewards=rewards, group_size=rollout.group_size, lengths=lengths)
+    rows = len(rollout.rewards)
+    start = accelerator.process_index * rows
+    return everyone[start:start + rows].to(rollout.advantages.dtype)

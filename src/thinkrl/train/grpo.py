@@ -25,7 +25,14 @@ from thinkrl.rollout.engines import make_engine
 from thinkrl.train.checkpoint import resume_checkpoint
 from thinkrl.train.config import GRPOConfig
 from thinkrl.train.curriculum import PassRates, group_pass_rates
-from thinkrl.train.distributed import check_launch, gather_rollout, local_share, max_over_processes, reduce_weighted
+from thinkrl.train.distributed import (
+    check_launch,
+    gather_rollout,
+    global_advantages,
+    local_share,
+    max_over_processes,
+    reduce_weighted,
+)
 from thinkrl.train.grpo_metrics import LearningWarnings, step_metrics
 from thinkrl.train.interrupts import StopSignals, interrupted
 from thinkrl.train.microbatches import split_to, token_microbatches
@@ -122,6 +129,9 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
                   accelerator.autocast()):
                 rollout = collect_rollout(engine, examples, prompts, order, step, cfg,
                                           rank=accelerator.process_index, world=world, curriculum=curriculum)
+            if world > 1:  # batch-level estimators normalise over every process's rewards
+                rollout.advantages = global_advantages(accelerator, rollout, cfg.algo.advantage,
+                                                       cfg.algo.advantage_call_options())
             if holds_own_weights(engine):  # vLLM frees its KV cache while the trainer needs the memory
                 engine.sleep()
             t1 = time.perf_counter()
