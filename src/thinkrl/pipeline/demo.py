@@ -65,6 +65,8 @@ class DemoConfig(Config):
                       "reinforce_pp, reinforce_pp_baseline, pass_at_k, dual_clip, gspo, cispo, forking_tokens")
     updates_per_pass: int = Field(1, ge=1, description="optimiser steps per rollout batch (2: the second is "
                                   "off-policy, where the losses differ)")
+    max_staleness: int = Field(0, ge=0, description="asynchronous rollouts: a sampler process generates k steps "
+                               "ahead of training (0: synchronous)")
     eval_size: int = Field(128, ge=1, description="held-out problems evaluated before and after")
     eval_k: int = Field(4, ge=1, description="samples per problem for pass@1 and cons@k")
     run: DemoRunConfig = DemoRunConfig()
@@ -88,7 +90,8 @@ def grpo_config(cfg: DemoConfig) -> GRPOConfig:
         model=ModelConfig(name=base_model(cfg)),
         data=TrainDataConfig(path=f"task:{cfg.task}", template=TEMPLATE, task_seed=run.seed + 1, task_size=4096),
         rollout=RolloutConfig(prompts_per_step=cfg.prompts_per_step, group_size=cfg.group_size,
-                              max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature),
+                              max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                              max_staleness=cfg.max_staleness),
         algo=AlgoConfig(beta=cfg.beta, control=cfg.control, **preset(cfg.algo)),
         optim=OptimConfig(lr=cfg.lr, micro_batch_size=64, updates_per_pass=cfg.updates_per_pass),
         rewards=r1_zero_spec(cfg.format_weight),

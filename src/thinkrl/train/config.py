@@ -40,6 +40,10 @@ class ModelConfig(Config):
 
 
 class RolloutConfig(EngineConfig):
+    max_staleness: int = Field(0, ge=0, description="asynchronous rollouts: a sampler process generates step s + k "
+                               "while the trainer trains step s, so samples are k updates old (their log-probs "
+                               "correct the update); 0: generate, then train (synchronous)")
+    sampler_threads: int = Field(1, ge=1, description="torch threads of the sampler process (max_staleness > 0)")
     prompts_per_step: int = Field(16, ge=1, description="prompts sampled per RL step")
     group_size: int = Field(8, ge=2, description="completions per prompt (G); GRPO needs at least 2")
     max_new_tokens: int = Field(64, ge=1, description="completion length cap; longer ones count as truncated")
@@ -300,10 +304,12 @@ class GRPOConfig(Config):
 
     def rollout_correction(self) -> str:
         """The correction this run applies: auto is none when the trainer's own model samples
-        (nothing to correct but float rounding), token_tis for vLLM or an endpoint."""
+        (nothing to correct but float rounding), token_tis for vLLM, an endpoint or stale
+        asynchronous samples."""
         if self.algo.rollout_correction != "auto":
             return self.algo.rollout_correction
-        return "none" if self.rollout.engine == "transformers" else "token_tis"
+        on_policy = self.rollout.engine == "transformers" and not self.rollout.max_staleness
+        return "none" if on_policy else "token_tis"
 
     def pass_reward(self) -> str:
         """The reward term a prompt's pass rate is read from (the curriculum's)."""

@@ -18,10 +18,12 @@ from thinkrl.algos.correction import mismatch_stats
 from thinkrl.data.loaders import load_examples
 from thinkrl.data.templates import prompt_prefills_think, render_prompt
 from thinkrl.errors import ConfigError
+from thinkrl.models import resolve_model_path
 from thinkrl.processes import main_process_only
 from thinkrl.rewards.routing import NOT_APPLICABLE
-from thinkrl.rollout.base import SamplingParams, holds_own_weights
+from thinkrl.rollout.base import holds_own_weights
 from thinkrl.rollout.engines import make_engine
+from thinkrl.train.async_rollouts import Prefetcher, check_async
 from thinkrl.train.checkpoint import resume_checkpoint
 from thinkrl.train.config import GRPOConfig
 from thinkrl.train.curriculum import PassRates, group_pass_rates
@@ -50,6 +52,7 @@ from thinkrl.train.rollouts import (
     Rollout,
     sample_and_score,
     shuffle_within_groups,
+    step_params,
     zero_variance,
 )
 from thinkrl.train.run_folder import prepare_run_folder
@@ -102,14 +105,22 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     model, optimizer = accelerator.prepare(model, optimizer)
     restore_sharded_optimizer(accelerator, checkpoint, model, optimizer.optimizer)
     reference = prepare_reference(accelerator, policy.reference)
-    engine = build_engine(accelerator.unwrap_model(model), tokenizer, cfg)
+    order = PromptOrder(len(examples), cfg.run.seed)
+    check_async(cfg, world)
+    prefetcher = None
+    if cfg.rollout.max_staleness:  # a sampler process, k steps ahead
+        prefetcher = Prefetcher(cfg, prompts, order, resolve_model_path(cfg.model.name),
+                                resolve_model_path(cfg.model.tokenizer) if cfg.model.tokenizer else None)
+        prefetcher.start(accelerator.unwrap_model(model), start_step, state.get("in_flight"))
+        engine = prefetcher.engine
+    else:
+        engine = build_engine(accelerator.unwrap_model(model), tokenizer, cfg)
     if start_step:
         _sync(engine, accelerator.unwrap_model(model))  # a separate engine started from the base weights
     tracker = None
     if main:
         tracker = MetricsTracker(run_dir, cfg.run.trackers, resume_step=start_step if cfg.resume else None,
                                  config=cfg.model_dump(mode="json"))
-    order = PromptOrder(len(examples), cfg.run.seed)
     curriculum = None
     if cfg.algo.curriculum == "pass_rate":
         curriculum = PassRates(len(examples), cfg.algo.curriculum_weight, cfg.run.seed)
@@ -121,9 +132,12 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     started = time.perf_counter()
     sources = ", ".join(s.path for s in [cfg.data, *cfg.data_mix])
     say(start_line("GRPO", run_dir, cfg.model.name, f"{sources} ({len(examples)} prompts)", start_step, checkpoint), main)
-    with StepProgress(cfg.run.steps, start_step, "GRPO", enabled=main) as progress, StopSignals(accelerator) as stop:
+    with (StepProgress(cfg.run.steps, start_step, "GRPO", enabled=main) as progress, StopSignals(accelerator) as stop,
+          contextlib.closing(prefetcher) if prefetcher else contextlib.nullcontext()):
         for step in range(start_step + 1, cfg.run.steps + 1):
             t0 = time.perf_counter()
+            if prefetcher:
+                prefetcher.before_step(accelerator.unwrap_model(model), step)
             # the transformers engine samples from the policy itself: under FSDP, from whole weights
             with (contextlib.nullcontext() if holds_own_weights(engine) else unsharded(accelerator, model),
                   accelerator.autocast()):
@@ -147,6 +161,8 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
             metrics.update(rollout.extra.get("curriculum", {}))
             if holds_own_weights(engine):
                 metrics["sync/bytes"] = synced
+            if prefetcher:
+                metrics.update(prefetcher.metrics(step))
             if cfg.algo.entropy_target is not None:  # the coefficient the next step trains with
                 entropy_coef = adapt_entropy_coef(entropy_coef, update_stats["entropy"], cfg.algo.entropy_target,
                                                   cfg.algo.entropy_coef_step, cfg.algo.entropy_coef_max)
@@ -162,6 +178,8 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
                 extra = {"prompts_seen": step * cfg.rollout.prompts_per_step, "entropy_coef": entropy_coef}
                 if curriculum is not None:
                     extra["pass_rates"] = curriculum.state()
+                if prefetcher:  # the generations in flight, so a resumed run trains on the same samples
+                    extra["in_flight"] = prefetcher.in_flight(step)
                 save_step(accelerator, run_dir, step, model, tokenizer, optimizer.optimizer, scheduler,
                           extra_state=extra, keep_last=cfg.run.keep_checkpoints)
             progress.advance(metrics)
@@ -260,8 +278,7 @@ def collect_rollout(engine, examples, prompts, order: PromptOrder, step: int, cf
             index = curriculum.draw(P, step, round_=round_ * 1009 + rank)
         else:
             index = torch.randint(len(examples), (P,), generator=generator).tolist()
-        params = SamplingParams(n=G, max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
-                                top_p=cfg.rollout.top_p, seed=cfg.run.seed * 1_000_003 + step * 101 + round_)
+        params = step_params(cfg, step, round_)
         batch_examples = [examples[i] for i in index]
         completions, scores = sample_and_score(engine, [prompts[i] for i in index], batch_examples, params,
                                                cfg.rewards, cfg.rollout.reward_workers, cfg.rewards_by_kind,

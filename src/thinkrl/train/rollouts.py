@@ -57,6 +57,14 @@ class PromptOrder:
         return self._cached
 
 
+def step_params(cfg, step: int, round_: int = 0) -> SamplingParams:
+    """How step `step` samples in rollout round `round_` (GRPOConfig `cfg`): seeded by both,
+    so a resumed or asynchronous run samples what the plain run samples."""
+    return SamplingParams(n=cfg.rollout.group_size, max_new_tokens=cfg.rollout.max_new_tokens,
+                          temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                          seed=cfg.run.seed * 1_000_003 + step * 101 + round_)
+
+
 def sample_and_score(engine: RolloutEngine, prompts: list[str], examples: list[Example], params: SamplingParams,
                      terms: list[RewardTerm], reward_workers: int,
                      terms_by_kind: dict[str, list[RewardTerm]] | None = None,
@@ -67,11 +75,9 @@ def sample_and_score(engine: RolloutEngine, prompts: list[str], examples: list[E
     b counts from the step's first prompt (`first_prompt` is this process's offset in it), so
     the samples of a prompt do not depend on how the step's prompts are split over processes.
     """
-    block = block or max(len(prompts), 1)
     completions: list[Completion] = []
-    for start in range(0, len(prompts), block):
-        seed = None if params.seed is None else params.seed + 7 * ((first_prompt + start) // block)
-        part = engine.generate(prompts[start:start + block], replace(params, seed=seed))
+    for start, part_prompts, part_params in generation_calls(prompts, params, block, first_prompt):
+        part = engine.generate(part_prompts, part_params)
         for c in part:
             c.prompt_index += start
         completions += part
@@ -79,6 +85,19 @@ def sample_and_score(engine: RolloutEngine, prompts: list[str], examples: list[E
     scores = score_routed([c.text for c in completions], repeated, terms, terms_by_kind or {}, workers=reward_workers,
                           completion_ids=[sampled_ids(c) for c in completions])
     return completions, scores
+
+
+def generation_calls(prompts: list[str], params: SamplingParams, block: int | None = None,
+                     first_prompt: int = 0) -> list[tuple[int, list[str], SamplingParams]]:
+    """The engine calls `sample_and_score` makes: (offset, prompts, params) per block, block b
+    seeded with params.seed + 7*b (b counted from the step's first prompt). An asynchronous
+    sampler is asked for exactly these ahead of time."""
+    block = block or max(len(prompts), 1)
+    calls = []
+    for start in range(0, len(prompts), block):
+        seed = None if params.seed is None else params.seed + 7 * ((first_prompt + start) // block)
+        calls.append((start, prompts[start:start + block], replace(params, seed=seed)))
+    return calls
 
 
 def sampled_ids(completion: Completion) -> list[int] | None:
