@@ -142,29 +142,31 @@ class AlgoConfig(Config):
                              f"(its options go in algo.advantage_options)")
         return value
 
-    @field_validator("advantage_options")
+    @field_validator("advantage_options", "loss_options")
     @classmethod
-    def _advantage_options(cls, options: dict, info: ValidationInfo) -> dict:
-        if "advantage" in info.data:
-            shorthand = {k: info.data.get(k) for k in ("scale", "level")}
-            ADVANTAGES.check_options(info.data["advantage"], _merged(options, shorthand, "advantage_options"))
-        return options
-
-    @field_validator("loss_options")
-    @classmethod
-    def _loss_options(cls, options: dict, info: ValidationInfo) -> dict:
-        if "loss" in info.data:
-            shorthand = {k: info.data.get(k) for k in ("eps_low", "eps_high")}
-            LOSSES.check_options(info.data["loss"], _merged(options, shorthand, "loss_options"))
+    def _options_fit(cls, options: dict, info: ValidationInfo) -> dict:
+        registry, name_field, shorthands = _OPTION_FIELDS[info.field_name]
+        if name_field in info.data:
+            shorthand = {k: info.data.get(k) for k in shorthands}
+            registry.check_options(info.data[name_field], _merged(options, shorthand, info.field_name))
         return options
 
     def advantage_call_options(self) -> dict[str, Any]:
         """The estimator's options, the grpo shorthands (scale, level) included."""
-        return _merged(self.advantage_options, {"scale": self.scale, "level": self.level}, "advantage_options")
+        return self._call_options("advantage_options")
 
     def loss_call_options(self) -> dict[str, Any]:
         """The loss's options, the clip shorthands (eps_low, eps_high) included."""
-        return _merged(self.loss_options, {"eps_low": self.eps_low, "eps_high": self.eps_high}, "loss_options")
+        return self._call_options("loss_options")
+
+    def _call_options(self, field: str) -> dict[str, Any]:
+        shorthand = {k: getattr(self, k) for k in _OPTION_FIELDS[field][2]}
+        return _merged(getattr(self, field), shorthand, field)
+
+
+# options field -> (its registry, the field naming the function, the algo fields that are shorthands for options)
+_OPTION_FIELDS = {"advantage_options": (ADVANTAGES, "advantage", ("scale", "level")),
+                  "loss_options": (LOSSES, "loss", ("eps_low", "eps_high"))}
 
 
 def _known(registry, name: str) -> str:
