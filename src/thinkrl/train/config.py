@@ -40,15 +40,15 @@ class ModelConfig(Config):
 
 
 class RolloutConfig(EngineConfig):
-    max_staleness: int = Field(0, ge=0, description="asynchronous rollouts: a sampler process generates step s + k "
-                               "while the trainer trains step s, so samples are k updates old (their log-probs "
-                               "correct the update); 0: generate, then train (synchronous)")
-    sampler_threads: int = Field(1, ge=1, description="torch threads of the sampler process (max_staleness > 0)")
     prompts_per_step: int = Field(16, ge=1, description="prompts sampled per RL step")
     group_size: int = Field(8, ge=2, description="completions per prompt (G); GRPO needs at least 2")
     max_new_tokens: int = Field(64, ge=1, description="completion length cap; longer ones count as truncated")
     temperature: float = Field(1.0, gt=0, description="rollout temperature (paper: 1.0)")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling for rollouts")
+    max_staleness: int = Field(0, ge=0, description="asynchronous rollouts: a sampler process generates step s + k "
+                               "while the trainer trains step s, so samples are k updates old (their log-probs "
+                               "correct the update); 0: generate, then train (synchronous)")
+    sampler_threads: int = Field(1, ge=1, description="torch threads of the sampler process (max_staleness > 0)")
     reward_workers: int = Field(2, ge=0, description="worker processes for rewards that parse untrusted output "
                                 "(math, code), each call time-bounded; cheap checks run inline; 0: all in-process")
 
